@@ -1,0 +1,1 @@
+"""fairclick: email link tracking that asks first. This package holds the command line."""

@@ -1,0 +1,240 @@
+"""The `fairclick` command: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+
+from tracker import schema
+from tracker.errors import FairclickError
+from tracker.settings import Settings
+
+
+@asynccontextmanager
+async def connected(
+    settings: Settings, *, check_schema: bool = True
+) -> AsyncIterator[asyncpg.Pool]:
+    from tracker.database import create_pool, database_url
+
+    pool = await create_pool(database_url(settings), min_size=1, max_size=4)
+    try:
+        if check_schema:
+            async with pool.acquire() as conn:
+                await schema.ensure_current(conn)
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def cmd_migrate(args, settings: Settings) -> int:
+    async with connected(settings, check_schema=False) as pool, pool.acquire() as conn:
+        applied = await schema.migrate(conn)
+    if applied:
+        for m in applied:
+            print(f"applied {m.version:04d}_{m.name}")
+    else:
+        print("the database is up to date")
+    return 0
+
+
+def cmd_serve(args, settings: Settings) -> int:
+    from aiohttp import web
+
+    from tracker.app import create_app
+
+    async def check() -> None:
+        async with connected(settings, check_schema=False) as pool, pool.acquire() as conn:
+            if args.migrate:
+                await schema.migrate(conn)
+            await schema.ensure_current(conn)
+
+    asyncio.run(check())
+    # run_app stops on SIGINT and SIGTERM: it stops accepting, finishes requests, closes the pool.
+    web.run_app(create_app(settings), host=args.host, port=args.port, print=_serving(args))
+    return 0
+
+
+def _serving(args):
+    def announce(_text: str) -> None:
+        print(f"fairclick tracker on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
+
+    return announce
+
+
+async def cmd_recipients_import(args, settings: Settings) -> int:
+    from tracker.recipients import import_recipients
+
+    async with connected(settings) as pool, pool.acquire() as conn:
+        result = await import_recipients(conn, Path(args.file))
+    print(f"imported {result.imported} recipient(s) from {args.file}")
+    if result.unchanged:
+        print(
+            f"{len(result.unchanged)} already on the list and left unchanged "
+            "(their own choices outrank the file)"
+        )
+    return 0
+
+
+async def cmd_campaign_create(args, settings: Settings) -> int:
+    from mailer.campaigns import create_campaign
+
+    async with connected(settings) as pool, pool.acquire() as conn:
+        await create_campaign(
+            conn,
+            args.name,
+            subject=args.subject,
+            from_address=args.from_address,
+            html_path=Path(args.html),
+            text_path=Path(args.text) if args.text else None,
+        )
+    print(
+        f"campaign {args.name!r} created; "
+        f"preview it with `fairclick preview {args.name} --to EMAIL`"
+    )
+    return 0
+
+
+async def cmd_preview(args, settings: Settings) -> int:
+    from mailer.preview import preview_message
+
+    settings = settings.with_secret_keys()
+    async with connected(settings) as pool, pool.acquire() as conn:
+        message = await preview_message(conn, settings, args.name, args.to)
+    sys.stdout.write(message.as_string())
+    return 0
+
+
+async def cmd_send(args, settings: Settings) -> int:
+    from fairclick.progress import ProgressBar
+    from mailer.sending import send_campaign
+
+    settings = settings.with_secret_keys()
+    settings.require_base_url()
+    settings.require_smtp()
+    bar = None if args.quiet else ProgressBar()
+    async with connected(settings) as pool:
+        progress = await send_campaign(pool, settings, args.name, on_progress=bar)
+    if bar:
+        bar.finish()
+    c = progress.counts
+    print(
+        f"{args.name}: sent {c['sent']}, deferred {c['deferred']}, failed {c['failed']}, "
+        f"skipped {c['skipped']} in this run"
+    )
+    if c["deferred"]:
+        print("deferred messages are retried later: run `fairclick send` again to retry them")
+    return 0
+
+
+async def cmd_report(args, settings: Settings) -> int:
+    from tracker.reports import as_csv, as_json, as_table, campaign_report
+
+    async with connected(settings) as pool, pool.acquire() as conn:
+        report = await campaign_report(conn, args.name)
+    sys.stdout.write({"table": as_table, "csv": as_csv, "json": as_json}[args.format](report))
+    if args.format == "json":
+        sys.stdout.write("\n")
+    return 0
+
+
+async def cmd_erase(args, settings: Settings) -> int:
+    from tracker.consent import erase
+
+    async with connected(settings) as pool, pool.acquire() as conn:
+        erased = await erase(conn, args.email)
+    if not erased:
+        raise FairclickError(f"nobody with the address {args.email!r} is held")
+    print(f"erased {args.email}: their data is gone; their clicks remain only as anonymous counts")
+    return 0
+
+
+def cmd_quickstart(args, settings: Settings) -> int:
+    from fairclick.quickstart import quickstart
+
+    return asyncio.run(quickstart(settings, host=args.host, port=args.port))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fairclick", description="Email link tracking that asks first."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the tracker web service")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--migrate", action="store_true", help="apply pending migrations first")
+    p.set_defaults(run=cmd_serve, sync=True)
+
+    p = sub.add_parser("migrate", help="apply pending database migrations")
+    p.set_defaults(run=cmd_migrate)
+
+    recipients = sub.add_parser("recipients", help="manage recipients").add_subparsers(
+        dest="recipients_command", required=True, metavar="ACTION"
+    )
+    p = recipients.add_parser("import", help="import recipients from CSV or JSON lines")
+    p.add_argument("file")
+    p.set_defaults(run=cmd_recipients_import)
+
+    campaign = sub.add_parser("campaign", help="manage campaigns").add_subparsers(
+        dest="campaign_command", required=True, metavar="ACTION"
+    )
+    p = campaign.add_parser("create", help="create a campaign from Jinja2 templates")
+    p.add_argument("name")
+    p.add_argument("--subject", required=True, help="the subject (a template too)")
+    p.add_argument("--from", dest="from_address", required=True, metavar="ADDRESS")
+    p.add_argument("--html", required=True, metavar="FILE")
+    p.add_argument("--text", metavar="FILE", help="text template (default: generated from HTML)")
+    p.set_defaults(run=cmd_campaign_create)
+
+    p = sub.add_parser("preview", help="print the message one recipient would get")
+    p.add_argument("name")
+    p.add_argument("--to", required=True, metavar="EMAIL")
+    p.set_defaults(run=cmd_preview)
+
+    p = sub.add_parser("send", help="queue and deliver a campaign (safe to re-run)")
+    p.add_argument("name")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_send)
+
+    p = sub.add_parser("report", help="sends and clicks of a campaign")
+    p.add_argument("name")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.set_defaults(run=cmd_report)
+
+    p = sub.add_parser("erase", help="remove a person's data, keeping anonymous counts")
+    p.add_argument("email")
+    p.set_defaults(run=cmd_erase)
+
+    p = sub.add_parser("quickstart", help="run everything locally on the embedded defaults")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(run=cmd_quickstart, sync=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="fairclick: %(message)s")
+    try:
+        settings = Settings.from_env()
+        if getattr(args, "sync", False):
+            return args.run(args, settings)
+        return asyncio.run(args.run(args, settings))
+    except FairclickError as exc:
+        print(f"fairclick: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fairclick: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

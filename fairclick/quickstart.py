@@ -1,0 +1,108 @@
+"""`fairclick quickstart`: embedded database, local SMTP capture, example campaign, tracker."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import replace
+
+from aiohttp import web
+
+from mailer.campaigns import create_campaign
+from mailer.capture import start_capture_server
+from mailer.queries import SQL as MAILER_SQL
+from mailer.sending import send_campaign
+from tracker import schema
+from tracker.app import create_app
+from tracker.database import create_pool, database_url
+from tracker.errors import FairclickError
+from tracker.pages import templates_dir
+from tracker.recipients import import_recipients
+from tracker.settings import Settings, SmtpTarget
+from tracker.tokens import Tokens
+
+CAMPAIGN = "welcome"
+
+
+async def quickstart(settings: Settings, *, host: str, port: int) -> int:
+    example = templates_dir() / "email" / "example"
+    mail_dir = settings.data_dir / "mail"
+    settings = settings.with_secret_keys()
+    if settings.base_url is None:
+        settings = replace(settings, base_url=f"http://{host}:{port}")
+    print(f"data directory: {settings.data_dir}")
+    pool = await create_pool(database_url(settings), min_size=1, max_size=10)
+    capture = None
+    runner = None
+    try:
+        async with pool.acquire() as conn:
+            applied = await schema.migrate(conn)
+            print(f"database ready ({len(applied)} migration(s) applied)")
+        capture = start_capture_server(mail_dir, host="127.0.0.1")
+        settings = replace(settings, smtp=SmtpTarget("127.0.0.1", capture.port, use_tls=False))
+        print(f"SMTP capture server on 127.0.0.1:{capture.port}, saving mail to {mail_dir}")
+        async with pool.acquire() as conn:
+            result = await import_recipients(conn, example / "recipients.csv")
+            print(f"recipients: {result.imported} imported, {len(result.unchanged)} already there")
+            if await conn.fetchval(MAILER_SQL.campaign_by_name, CAMPAIGN) is None:
+                await create_campaign(
+                    conn,
+                    CAMPAIGN,
+                    subject="Autumn notes for {{ recipient.name or 'you' }}",
+                    from_address="fairclick example <news@example.com>",
+                    html_path=example / "welcome.html",
+                )
+        progress = await send_campaign(pool, settings, CAMPAIGN)
+        c = progress.counts
+        print(
+            f"campaign {CAMPAIGN!r}: sent {c['sent']} now (messages already sent are never resent)"
+        )
+
+        runner = web.AppRunner(create_app(settings, pool=pool))
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        await _print_guide(pool, settings, mail_dir)
+        await _wait_for_stop()
+        print("\nstopping…")
+        return 0
+    except OSError as exc:
+        raise FairclickError(
+            f"cannot start the tracker on {host}:{port} ({exc}); try --port"
+        ) from exc
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        if capture is not None:
+            capture.stop()
+        await pool.close()
+
+
+async def _print_guide(pool, settings: Settings, mail_dir) -> None:
+    tokens = Tokens(settings.secret_keys)
+    async with pool.acquire() as conn:
+        campaign = await conn.fetchrow(MAILER_SQL.campaign_by_name, CAMPAIGN)
+        example = await conn.fetchrow(MAILER_SQL.example_tracked_link, campaign["id"])
+    print()
+    print(f"tracker:          {settings.base_url}")
+    print(f"captured emails:  {mail_dir}")
+    if example:
+        token = tokens.click.encode(example["message_id"], example["link_id"])
+        link = f"{settings.base_url}/c/{token}"
+        prefs = f"{settings.base_url}/p/{tokens.preferences.encode(example['recipient_id'])}"
+        print(f"a tracked link:   {link}")
+        print(f"                  (in {example['email']}'s mail; it leads to {example['url']})")
+        print(f"preference page:  {prefs}")
+    print(f"then see:         fairclick report {CAMPAIGN}")
+    print("Ctrl-C stops everything.", flush=True)
+
+
+async def _wait_for_stop() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

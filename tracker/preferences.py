@@ -1,0 +1,104 @@
+"""The preference page /p/TOKEN: GET shows the choices, POST changes them (and RFC 8058)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from yarl import URL
+
+from tracker.consent import change_choices, current_choices
+from tracker.keys import PAGES, POOL, SETTINGS, TOKENS
+from tracker.pages import render_page
+
+ONE_CLICK_BODY = b"List-Unsubscribe=One-Click"
+_YES_NO = {"yes": True, "no": False}
+
+
+def _recipient_id(request: web.Request) -> int | None:
+    ids = request.app[TOKENS].preferences.decode(request.match_info["token"])
+    return ids[0] if ids else None
+
+
+async def _page(request: web.Request, recipient_id: int, *, status=200, **extra) -> web.Response:
+    async with request.app[POOL].acquire() as conn:
+        choices = await current_choices(conn, recipient_id)
+    if choices is None:
+        return _gone(request)
+    return render_page(
+        request.app[PAGES],
+        "preferences.html",
+        status=status,
+        email=choices["email"],
+        format=choices["format"],
+        tracking_consent=choices["tracking_consent"],
+        subscribed=choices["subscribed"],
+        action=request.path,
+        saved=extra.pop("saved", False),
+        problems=extra.pop("problems", []),
+    )
+
+
+def _gone(request: web.Request) -> web.Response:
+    return render_page(request.app[PAGES], "not_found.html", status=404)
+
+
+async def show_preferences(request: web.Request) -> web.Response:
+    recipient_id = _recipient_id(request)
+    if recipient_id is None:
+        return _gone(request)
+    return await _page(request, recipient_id, saved=request.query.get("saved") == "1")
+
+
+def _same_origin(request: web.Request) -> bool:
+    """A browser's Origin, when sent, must be ours: another site cannot post our form."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    base = request.app[SETTINGS].base_url
+    ours = URL(base).origin() if base else request.url.origin()
+    try:
+        return URL(origin).origin() == ours
+    except ValueError:
+        return False
+
+
+async def change_preferences(request: web.Request) -> web.Response:
+    recipient_id = _recipient_id(request)
+    if recipient_id is None:
+        return _gone(request)
+    body = await request.read()
+    pool = request.app[POOL]
+    if body.strip() == ONE_CLICK_BODY:
+        # RFC 8058: a mail client's one-click unsubscribe; no cookies, no page.
+        async with pool.acquire() as conn:
+            if await current_choices(conn, recipient_id) is None:
+                return _gone(request)
+            await change_choices(
+                conn, recipient_id, subscribed=False, source="one-click unsubscribe"
+            )
+        return web.Response(text="You are unsubscribed.\n", headers={"Cache-Control": "no-store"})
+    if not _same_origin(request):
+        return web.Response(status=403, text="This form can only be sent from its own page.\n")
+    form = await request.post()
+    choices, problems = {}, []
+    fmt = form.get("format")
+    if fmt not in ("html", "text"):
+        problems.append("Choose HTML or text-only email.")
+    else:
+        choices["format"] = fmt
+    for field, key, what in (
+        ("tracking", "tracking_consent", "whether we may record your clicks"),
+        ("subscribed", "subscribed", "whether to stay subscribed"),
+    ):
+        value = form.get(field)
+        if value not in _YES_NO:
+            problems.append(f"Choose {what}.")
+        else:
+            choices[key] = _YES_NO[value]
+    if problems:
+        return await _page(request, recipient_id, status=400, problems=problems)
+    async with pool.acquire() as conn:
+        if await current_choices(conn, recipient_id) is None:
+            return _gone(request)
+        await change_choices(conn, recipient_id, source="preference page", **choices)
+    # Post/redirect/get: reloading the page never posts the form again.
+    raise web.HTTPSeeOther(request.path + "?saved=1", headers={"Cache-Control": "no-store"})

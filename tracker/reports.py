@@ -1,0 +1,84 @@
+"""Campaign reports: the numbers, and their table, CSV and JSON forms."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import asyncpg
+
+from tracker.errors import NotFound
+from tracker.queries import SQL
+
+LINK_COUNTS = ("total", "unique", "identified", "anonymous", "bot")
+
+
+async def campaign_report(conn: asyncpg.Connection, name: str) -> dict:
+    """The report as the JSON API shapes it (keys may be added, never renamed)."""
+    campaign_id = await conn.fetchval(SQL.campaign_id_by_name, name)
+    if campaign_id is None:
+        raise NotFound(f"no campaign named {name!r}")
+    messages = await conn.fetchrow(SQL.report_messages, campaign_id)
+    links = await conn.fetch(SQL.report_links, campaign_id)
+    unique = await conn.fetchval(SQL.report_unique_clickers, campaign_id)
+    return {
+        "campaign": name,
+        "sent": messages["sent"],
+        "failed": messages["failed"],
+        "pending": messages["pending"],
+        "recipients": {"html": messages["html"], "text": messages["text"]},
+        "clicks": {
+            "total": sum(r["total"] for r in links),
+            "unique": unique,
+            "identified": sum(r["identified"] for r in links),
+            "anonymous": sum(r["anonymous"] for r in links),
+            "bot": sum(r["bot"] for r in links),
+        },
+        "links": [
+            {"url": r["url"], "name": r["name"], **{k: r[k] for k in LINK_COUNTS}} for r in links
+        ],
+    }
+
+
+def as_json(report: dict) -> str:
+    return json.dumps(report, indent=2)
+
+
+def as_csv(report: dict) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["url", "name", *LINK_COUNTS])
+    for link in report["links"]:
+        writer.writerow([link["url"], link["name"], *(link[k] for k in LINK_COUNTS)])
+    return out.getvalue()
+
+
+def as_table(report: dict) -> str:
+    clicks = report["clicks"]
+    lines = [
+        f"Campaign {report['campaign']}",
+        f"  sent {report['sent']}   failed {report['failed']}   pending {report['pending']}",
+        f"  recipients: {report['recipients']['html']} HTML, {report['recipients']['text']} "
+        "text-only (text-only mail carries no tracked links)",
+        f"  clicks: {clicks['total']} total, {clicks['unique']} unique recipients, "
+        f"{clicks['identified']} identified, {clicks['anonymous']} anonymous, {clicks['bot']} bot",
+        "",
+    ]
+    header = ["link", *LINK_COUNTS]
+    rows = [
+        [
+            link["url"] + (f" [{link['name']}]" if link["name"] else ""),
+            *map(str, (link[k] for k in LINK_COUNTS)),
+        ]
+        for link in report["links"]
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        lines.append("  " + "  ".join(cells))
+    if not rows:
+        lines.append("  (no links yet: links are registered when messages are sent)")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,138 @@
+"""Settings read once from the environment into one typed object."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from tracker.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "fairclick"
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    host: str
+    port: int
+    use_tls: bool
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str | None = None
+    base_url: str | None = None
+    secret_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    smtp: SmtpTarget | None = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Settings from FAIRCLICK_* variables; malformed values raise ConfigError."""
+        env = dict(os.environ if env is None else env)
+        data_dir = Path(env.get("FAIRCLICK_DATA_DIR") or DEFAULT_DATA_DIR).expanduser()
+        base_url = env.get("FAIRCLICK_BASE_URL") or None
+        if base_url is not None:
+            base_url = parse_base_url(base_url)
+        keys = env.get("FAIRCLICK_SECRET_KEY") or None
+        smtp = env.get("FAIRCLICK_SMTP_URL") or None
+        return cls(
+            data_dir=data_dir,
+            database_url=env.get("FAIRCLICK_DATABASE_URL") or None,
+            base_url=base_url,
+            secret_keys=parse_secret_keys(keys) if keys else (),
+            smtp=parse_smtp_url(smtp) if smtp else None,
+        )
+
+    def require_base_url(self) -> str:
+        if not self.base_url:
+            raise ConfigError(
+                "FAIRCLICK_BASE_URL is not set: set it to the public address of the tracker "
+                "that links in mail will point to, e.g. FAIRCLICK_BASE_URL=https://click.example.com"
+            )
+        return self.base_url
+
+    def require_smtp(self) -> SmtpTarget:
+        if self.smtp is None:
+            raise ConfigError(
+                "FAIRCLICK_SMTP_URL is not set: set it to your mail relay, "
+                "e.g. FAIRCLICK_SMTP_URL=smtp://user:password@mail.example.com:587"
+            )
+        return self.smtp
+
+    def with_secret_keys(self) -> Settings:
+        """These settings with secret keys; one is generated and stored if none is set."""
+        if self.secret_keys:
+            return self
+        return replace(self, secret_keys=(load_or_create_secret_key(self.data_dir),))
+
+
+def parse_base_url(value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(
+            f"FAIRCLICK_BASE_URL={value!r} is not an http(s) address: "
+            "use e.g. FAIRCLICK_BASE_URL=https://click.example.com"
+        )
+    return value.strip().rstrip("/")
+
+
+def parse_secret_keys(value: str) -> tuple[bytes, ...]:
+    """Comma-separated keys: the first signs, all verify (so keys can be rotated)."""
+    keys = tuple(k.strip().encode() for k in value.split(","))
+    if any(len(k) < 16 for k in keys):
+        raise ConfigError(
+            "FAIRCLICK_SECRET_KEY holds a key shorter than 16 characters: use long random keys, "
+            'e.g. from `python -c "import secrets; print(secrets.token_urlsafe(32))"`'
+        )
+    return keys
+
+
+def parse_smtp_url(value: str) -> SmtpTarget:
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"FAIRCLICK_SMTP_URL is malformed ({exc})") from None
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ConfigError(
+            "FAIRCLICK_SMTP_URL must look like smtp://[user:password@]host[:port] "
+            "or smtps://… for implicit TLS"
+        )
+    use_tls = parts.scheme == "smtps"
+    return SmtpTarget(
+        host=parts.hostname,
+        port=port or (465 if use_tls else 25),
+        use_tls=use_tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def load_or_create_secret_key(data_dir: Path) -> bytes:
+    """The key stored in the data dir, created (mode 0600) with a warning the first time."""
+    path = data_dir / SECRET_KEY_FILE
+    if path.exists():
+        key = path.read_text().strip().encode()
+        if len(key) < 16:
+            raise ConfigError(f"{path} holds no usable key: delete it to generate a new one")
+        return key
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    log.warning(
+        "FAIRCLICK_SECRET_KEY is not set: generated one and stored it in %s (mode 0600). "
+        "Every server and sender must use the same key; set FAIRCLICK_SECRET_KEY in production.",
+        path,
+    )
+    return key.encode()
