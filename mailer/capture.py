@@ -29,9 +29,11 @@ class SaveToFolder:
         return "250 Message accepted for delivery"
 
 
-def start_capture_server(folder: Path, host: str = "127.0.0.1", port: int = 0) -> Controller:
+def start_capture_server(
+    folder: Path, host: str = "127.0.0.1", port: int = 0, handler: type = SaveToFolder
+) -> Controller:
     """Start the server in its own thread; .port tells where it listens. Call .stop() to end."""
-    controller = Controller(SaveToFolder(folder), hostname=host, port=port or _free_port(host))
+    controller = Controller(handler(folder), hostname=host, port=port or _free_port(host))
     controller.start()
     return controller
 

@@ -1,0 +1,151 @@
+"""Shared fixtures: a real PostgreSQL, a real SMTP server and the real tracker over loopback."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestServer
+
+from mailer.capture import start_capture_server
+from tracker import schema
+from tracker.app import create_app
+from tracker.database import embedded_database_url
+from tracker.recipients import import_recipients
+from tracker.settings import Settings, SmtpTarget
+
+TEST_KEY = b"test-secret-key-0123456789abcdef"
+TABLES = "clicks, opens, outbox, links, campaigns, consent_events, recipients"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def database_url():
+    """A fresh database on TEST_DATABASE_URL's server, or on an embedded PostgreSQL."""
+    server_url = os.environ.get("TEST_DATABASE_URL")
+    if not server_url:
+        # A short path: PostgreSQL's socket path must stay under ~100 characters.
+        server_url = embedded_database_url(Path(tempfile.mkdtemp(prefix="fc-test-")))
+    name = f"fairclick_test_{secrets.token_hex(4)}"
+    parts = urlsplit(server_url)
+    yield name, server_url, urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+async def db_url(database_url):
+    name, server_url, url = database_url
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        conn = await asyncpg.connect(url)
+        await schema.migrate(conn)
+        await conn.close()
+        yield url
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def pool(db_url):
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=10)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(autouse=True)
+async def clean_tables(pool):
+    await pool.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+
+
+@dataclass
+class Mailbox:
+    """The real SMTP server's catch: one parsed message per .eml file."""
+
+    folder: Path
+    port: int
+
+    def messages(self) -> list[EmailMessage]:
+        return [
+            message_from_bytes(p.read_bytes(), policy=policy.default)
+            for p in sorted(self.folder.glob("*.eml"))
+        ]
+
+    def for_address(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.messages() if m["To"].addresses[0].addr_spec == address]
+
+
+@pytest.fixture
+def mailbox(tmp_path):
+    controller = start_capture_server(tmp_path / "mail")
+    yield Mailbox(tmp_path / "mail", controller.port)
+    controller.stop()
+
+
+@pytest.fixture
+def tracker_port():
+    return free_port()
+
+
+@pytest.fixture
+def settings(tmp_path, db_url, mailbox, tracker_port) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        base_url=f"http://127.0.0.1:{tracker_port}",
+        secret_keys=(TEST_KEY,),
+        smtp=SmtpTarget("127.0.0.1", mailbox.port, use_tls=False),
+    )
+
+
+@pytest.fixture
+async def tracker(settings, pool, tracker_port):
+    """The tracker app on a real loopback socket, at settings.base_url."""
+    server = TestServer(create_app(settings, pool=pool), host="127.0.0.1", port=tracker_port)
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def http():
+    """An HTTP client that shows redirects instead of following them."""
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+def write_file(tmp_path) -> Callable[[str, str], Path]:
+    def write(name: str, text: str) -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def add_recipients(pool, write_file):
+    """Import recipients from CSV text through the real importer."""
+
+    async def add(csv_text: str, name: str = "recipients.csv"):
+        async with pool.acquire() as conn:
+            return await import_recipients(conn, write_file(name, csv_text))
+
+    return add

@@ -1,0 +1,183 @@
+"""The click path: consent read at the moment of the click, only stored targets, bad tokens 404."""
+
+from __future__ import annotations
+
+import re
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from mailer.campaigns import create_campaign
+from mailer.sending import send_campaign
+from tracker.consent import change_choices, erase
+from tracker.reports import campaign_report
+from tracker.tokens import TokenCodec, Tokens
+
+HTML = '<a href="https://example.com/a">a</a> <a href="https://example.com/ü?q=1 2">b</a>'
+TRACKED = re.compile(r'href="(http://[^"]+/c/[^"]+)"')
+
+
+@pytest.fixture
+async def sent(pool, settings, mailbox, add_recipients, write_file):
+    """Send campaign 'c' to yes@ (consent) and no@ (none); returns address -> tracked links."""
+    await add_recipients("email,tracking_consent\nyes@example.com,yes\nno@example.com,no\n")
+    async with pool.acquire() as conn:
+        await create_campaign(
+            conn,
+            "c",
+            subject="s",
+            from_address="n@example.com",
+            html_path=write_file("c.html", HTML),
+        )
+    await send_campaign(pool, settings, "c")
+    return {
+        m["To"].addresses[0].addr_spec: TRACKED.findall(m.get_body(("html",)).get_content())
+        for m in mailbox.messages()
+    }
+
+
+async def click(http, url, method="GET", **headers):
+    async with http.request(method, url, allow_redirects=False, headers=headers) as response:
+        return response.status, response.headers.get("Location")
+
+
+async def recipient_id(pool, email):
+    return await pool.fetchval("SELECT id FROM recipients WHERE email = $1", email)
+
+
+async def test_click_with_consent_names_the_message_with_truncated_ip(pool, tracker, http, sent):
+    status, location = await click(http, sent["yes@example.com"][0], **{"User-Agent": "Test/1"})
+    assert (status, location) == (302, "https://example.com/a")
+    row = await pool.fetchrow("SELECT message_id, host(ip) AS ip, user_agent, kind FROM clicks")
+    assert row["message_id"] is not None
+    assert (row["ip"], row["user_agent"], row["kind"]) == ("127.0.0.0", "Test/1", "human")
+
+
+async def test_consent_is_read_at_the_moment_of_the_click(pool, tracker, http, sent):
+    link = sent["yes@example.com"][0]
+    me = await recipient_id(pool, "yes@example.com")
+    async with pool.acquire() as conn:
+        await change_choices(conn, me, tracking_consent=False, source="test")
+    assert (await click(http, link))[0] == 302
+    async with pool.acquire() as conn:
+        await change_choices(conn, me, tracking_consent=True, source="test")
+    assert (await click(http, link))[0] == 302
+    async with pool.acquire() as conn:
+        await change_choices(conn, me, subscribed=False, source="test")
+    assert (await click(http, link))[0] == 302
+    rows = await pool.fetch("SELECT message_id IS NOT NULL AS named, ip FROM clicks ORDER BY id")
+    assert [r["named"] for r in rows] == [False, True, False]
+    assert rows[0]["ip"] is None and rows[2]["ip"] is None
+
+
+async def test_no_consent_means_link_and_time_only(pool, tracker, http, sent):
+    for link in sent["no@example.com"]:
+        assert (await click(http, link, **{"User-Agent": "Secret/1"}))[0] == 302
+    rows = await pool.fetch("SELECT message_id, ip, user_agent FROM clicks")
+    assert len(rows) == 2
+    assert all(tuple(r.values()) == (None, None, None) for r in rows)
+
+
+async def test_erasure_keeps_links_working_and_counts_anonymous(pool, tracker, http, sent):
+    link = sent["yes@example.com"][0]
+    await click(http, link)
+    async with pool.acquire() as conn:
+        before = await campaign_report(conn, "c")
+        assert await erase(conn, "yes@example.com")
+        after = await campaign_report(conn, "c")
+    assert before["clicks"]["identified"] == 1 and after["clicks"]["identified"] == 0
+    assert after["clicks"]["total"] == before["clicks"]["total"] == 1
+    assert after["clicks"]["anonymous"] == 1 and after["sent"] == before["sent"]
+    assert await click(http, link) == (302, "https://example.com/a")
+    assert await pool.fetchval("SELECT count(*) FROM clicks WHERE message_id IS NOT NULL") == 0
+    for table in ("recipients", "consent_events"):
+        found = await pool.fetchval(
+            f"SELECT count(*) FROM {table} t WHERE t::text LIKE '%yes@example.com%'"
+        )
+        assert found == 0, table
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE recipient_id IS NULL") == 1
+
+
+async def test_schema_refuses_an_anonymous_click_with_personal_data(pool, sent):
+    link_id = await pool.fetchval("SELECT min(id) FROM links")
+    with pytest.raises(asyncpg.CheckViolationError):
+        await pool.execute(
+            "INSERT INTO clicks (link_id, message_id, ip) VALUES ($1, NULL, '10.0.0.0')", link_id
+        )
+
+
+async def test_head_requests_count_as_bots(pool, tracker, http, sent):
+    assert (await click(http, sent["yes@example.com"][0], method="HEAD"))[0] == 302
+    async with pool.acquire() as conn:
+        report = await campaign_report(conn, "c")
+    assert report["clicks"]["bot"] == 1 and report["clicks"]["total"] == 0
+
+
+async def test_location_is_percent_encoded(tracker, http, sent):
+    status, location = await click(http, sent["yes@example.com"][1])
+    assert status == 302 and location == "https://example.com/%C3%BC?q=1%202"
+
+
+async def test_a_signed_token_across_campaigns_does_not_redirect(
+    pool, settings, tracker, http, sent
+):
+    """Even a genuinely signed (message, link) pair must belong to one campaign."""
+    async with pool.acquire() as conn:
+        campaign = await conn.fetchval("SELECT campaign_id FROM links LIMIT 1")
+        other = await conn.fetchval(
+            "INSERT INTO campaigns (name, subject_template, from_address, html_template,"
+            " html_filename) VALUES ('other', 's', 'n@example.com', 'x', 'x') RETURNING id"
+        )
+        foreign_link = await conn.fetchval(
+            "INSERT INTO links (campaign_id, url) VALUES ($1, 'https://evil.example/') RETURNING id",
+            other,
+        )
+        message = await conn.fetchval("SELECT min(id) FROM outbox WHERE campaign_id = $1", campaign)
+    token = Tokens(settings.secret_keys).click.encode(message, foreign_link)
+    assert await click(http, f"{settings.base_url}/c/{token}") == (404, None)
+    assert await pool.fetchval("SELECT count(*) FROM clicks") == 0
+
+
+def mutations(token: str) -> list[str]:
+    body, _, tag = token.partition(".")
+    return [
+        token[:-1],
+        token[:-1] + ("A" if token[-1] != "A" else "B"),
+        ("x" if token[0] != "x" else "y") + token[1:],
+        body,
+        "." + tag,
+        token + "A",
+        token.upper(),
+        body + "." + tag[::-1],
+        "",
+    ]
+
+
+async def test_tampered_tokens_never_redirect(pool, settings, tracker, http, sent):
+    for token_url in sent["yes@example.com"]:
+        base, _, token = token_url.rpartition("/")
+        for bad in mutations(token):
+            if bad == token:
+                continue
+            assert (await click(http, f"{base}/{bad}"))[0] == 404, bad
+    forged = TokenCodec("click", [b"another-key-that-is-long-enough"], 2).encode(1, 1)
+    assert await click(http, f"{settings.base_url}/c/{forged}") == (404, None)
+    assert await pool.fetchval("SELECT count(*) FROM clicks") == 0
+
+
+@hsettings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(alphabet=st.characters(codec="ascii", exclude_categories=["Cc"]), max_size=60))
+def test_invented_tokens_do_not_decode(token):
+    codec = Tokens([b"test-secret-key-0123456789abcdef"]).click
+    assert codec.decode(token) is None
+
+
+@given(st.integers(1, 2**40), st.integers(1, 2**40))
+def test_tokens_round_trip_and_survive_key_rotation(message_id, link_id):
+    old, new = b"old-key-0123456789abcdef", b"new-key-0123456789abcdef"
+    token = Tokens([old]).click.encode(message_id, link_id)
+    assert Tokens([new, old]).click.decode(token) == (message_id, link_id)
+    assert Tokens([new]).click.decode(token) is None
+    # A token for one purpose is worthless for another.
+    assert Tokens([old]).preferences.decode(token) is None
