@@ -38,8 +38,11 @@ class ImportResult:
     unchanged: list[str]
 
 
-def read_rows(path: Path) -> list[tuple[int, dict]]:
-    """(line number, raw record) pairs from a CSV file with a header row or a JSON-lines file."""
+Problems = list[tuple[int, str]]
+
+
+def read_rows(path: Path) -> tuple[list[tuple[int, dict]], Problems]:
+    """(line, record) pairs and unreadable lines, from CSV with a header row or JSON lines."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -51,7 +54,7 @@ def read_rows(path: Path) -> list[tuple[int, dict]]:
     return _read_csv(path, text)
 
 
-def _read_json_lines(path: Path, text: str) -> list[tuple[int, dict]]:
+def _read_json_lines(path: Path, text: str) -> tuple[list[tuple[int, dict]], Problems]:
     records, problems = [], []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -65,12 +68,10 @@ def _read_json_lines(path: Path, text: str) -> list[tuple[int, dict]]:
             problems.append((number, "not a JSON object"))
             continue
         records.append((number, record))
-    if problems:
-        raise ImportRowsError(str(path), problems)
-    return records
+    return records, problems
 
 
-def _read_csv(path: Path, text: str) -> list[tuple[int, dict]]:
+def _read_csv(path: Path, text: str) -> tuple[list[tuple[int, dict]], Problems]:
     reader = csv.DictReader(text.splitlines(keepends=True), restkey="\0extra")
     if not reader.fieldnames or "email" not in [f.strip().lower() for f in reader.fieldnames]:
         raise ImportRowsError(str(path), [(1, "the header row has no 'email' column")])
@@ -82,11 +83,14 @@ def _read_csv(path: Path, text: str) -> list[tuple[int, dict]]:
             problems.append((number, "more fields than the header row has columns"))
             continue
         records.append((number, {k.strip().lower(): v for k, v in record.items() if k}))
-    return records
+    return records, problems
 
 
-def validate(path: Path, records: list[tuple[int, dict]]) -> list[RecipientRow]:
-    rows, problems, seen = [], [], {}
+def validate(
+    path: Path, records: list[tuple[int, dict]], problems: Problems
+) -> list[RecipientRow]:
+    """Rows ready to store, or ImportRowsError listing every problem of the file by line."""
+    rows, problems, seen = [], list(problems), {}
     for number, record in records:
         email = str(record.get("email") or "").strip()
         fmt = str(record.get("format") or "html").strip().lower()
@@ -119,7 +123,7 @@ def validate(path: Path, records: list[tuple[int, dict]]) -> list[RecipientRow]:
             )
         )
     if problems:
-        raise ImportRowsError(str(path), problems)
+        raise ImportRowsError(str(path), sorted(problems))
     return rows
 
 
@@ -129,7 +133,7 @@ async def import_recipients(conn: asyncpg.Connection, path: Path) -> ImportResul
     People already on the list are left as they are: their own choices on the
     preference page outrank whatever a later import file says.
     """
-    rows = validate(path, read_rows(path))
+    rows = validate(path, *read_rows(path))
     imported, unchanged = 0, []
     async with conn.transaction():
         for row in rows:
