@@ -58,7 +58,7 @@ async def test_send_checks_everyone_before_queueing(
     await add_recipients("email,city\na@example.com,Oslo\n")
     await create(pool, write_file, "<p>{{ recipient.attributes.city }}</p>")
     await add_recipients("email\nlate@example.com\n", name="late.csv")
-    with pytest.raises(TemplateProblem, match="late@example.com"):
+    with pytest.raises(TemplateProblem, match=r"late@example\.com"):
         await send_campaign(pool, settings, "c")
     assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
     assert mailbox.messages() == []
@@ -79,7 +79,10 @@ async def test_text_part_is_generated_from_html(
     pool, settings, mailbox, write_file, add_recipients
 ):
     await add_recipients("email\nx@example.com\n")
-    html = '<table><tr><td><h1>Big news</h1><a href="https://example.com/read">Read it</a></td></tr></table>'
+    html = (
+        "<table><tr><td><h1>Big news</h1>"
+        '<a href="https://example.com/read">Read it</a></td></tr></table>'
+    )
     await create(pool, write_file, html)
     await send_campaign(pool, settings, "c")
     (message,) = mailbox.messages()

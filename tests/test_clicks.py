@@ -6,7 +6,9 @@ import re
 
 import asyncpg
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from mailer.campaigns import create_campaign
 from mailer.sending import send_campaign
@@ -130,7 +132,8 @@ async def test_a_signed_token_across_campaigns_does_not_redirect(
             " html_filename) VALUES ('other', 's', 'n@example.com', 'x', 'x') RETURNING id"
         )
         foreign_link = await conn.fetchval(
-            "INSERT INTO links (campaign_id, url) VALUES ($1, 'https://evil.example/') RETURNING id",
+            "INSERT INTO links (campaign_id, url) VALUES ($1, 'https://evil.example/')"
+            " RETURNING id",
             other,
         )
         message = await conn.fetchval("SELECT min(id) FROM outbox WHERE campaign_id = $1", campaign)

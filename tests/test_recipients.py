@@ -55,7 +55,8 @@ async def test_defaults_are_html_and_no_consent_and_extra_columns_are_attributes
 
 async def test_json_lines(pool, add_recipients):
     text = (
-        '{"email": "j@example.com", "name": "J", "format": "text", "tracking_consent": "no", "tier": 2}\n'
+        '{"email": "j@example.com", "name": "J", "format": "text",'
+        ' "tracking_consent": "no", "tier": 2}\n'
         "\n"
         '{"email": "k@example.com", "tracking_consent": true}\n'
     )
