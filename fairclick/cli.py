@@ -107,7 +107,8 @@ async def cmd_preview(args, settings: Settings) -> int:
     settings = settings.with_secret_keys()
     async with connected(settings) as pool, pool.acquire() as conn:
         message = await preview_message(conn, settings, args.name, args.to)
-    sys.stdout.write(message.as_string())
+    # Exactly what would be sent, shown with the terminal's line endings instead of CRLF.
+    sys.stdout.write(message.as_string(policy=message.policy.clone(linesep="\n")))
     return 0
 
 

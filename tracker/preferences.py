@@ -65,10 +65,14 @@ async def change_preferences(request: web.Request) -> web.Response:
     recipient_id = _recipient_id(request)
     if recipient_id is None:
         return _gone(request)
-    body = await request.read()
     pool = request.app[POOL]
-    if body.strip() == ONE_CLICK_BODY:
-        # RFC 8058: a mail client's one-click unsubscribe; no cookies, no page.
+    form = await request.post()
+    if (
+        form.get("List-Unsubscribe") == "One-Click"
+        or (await request.read()).strip() == ONE_CLICK_BODY
+    ):
+        # RFC 8058: a mail provider's one-click unsubscribe (urlencoded or multipart); no
+        # cookies, no Origin, no page.
         async with pool.acquire() as conn:
             if await current_choices(conn, recipient_id) is None:
                 return _gone(request)
@@ -78,7 +82,6 @@ async def change_preferences(request: web.Request) -> web.Response:
         return web.Response(text="You are unsubscribed.\n", headers={"Cache-Control": "no-store"})
     if not _same_origin(request):
         return web.Response(status=403, text="This form can only be sent from its own page.\n")
-    form = await request.post()
     choices, problems = {}, []
     fmt = form.get("format")
     if fmt not in ("html", "text"):

@@ -42,8 +42,10 @@ class TokenCodec:
         body, sep, tag = token.partition(_SEPARATOR)
         if not sep or not body or not tag:
             return None
-        # Every key verifies, so a rotated-out key keeps old mail working.
-        if not any(hmac.compare_digest(self._tag(key, body), tag) for key in self._keys):
+        # Every key verifies, so a rotated-out key keeps old mail working. Compared as
+        # bytes: compare_digest refuses non-ASCII str, and a URL may carry anything.
+        given = tag.encode("utf-8", "surrogateescape")
+        if not any(hmac.compare_digest(self._tag(key, body).encode(), given) for key in self._keys):
             return None
         ids = self._ids.decode(body)
         if len(ids) != self._id_count or self._ids.encode(*ids) != body:
