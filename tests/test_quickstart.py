@@ -1,0 +1,74 @@
+"""README's first command: `fairclick quickstart` on the embedded defaults, as a user runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+
+import aiohttp
+
+
+async def run(*args: str, env: dict) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "fairclick.cli",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_quickstart_runs_the_whole_loop(tmp_path, tracker_port):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAIRCLICK_")}
+    env["FAIRCLICK_DATA_DIR"] = str(tmp_path / "data")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "fairclick.cli",
+        "quickstart",
+        "--port",
+        str(tracker_port),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    printed = []
+    try:
+        while not printed or "Ctrl-C stops everything" not in printed[-1]:
+            line = await asyncio.wait_for(process.stdout.readline(), 120)
+            assert line, "quickstart ended early: " + (await process.stderr.read()).decode()
+            printed.append(line.decode())
+        output = "".join(printed)
+        link = re.search(r"a tracked link:\s+(\S+)", output)[1]
+        prefs = re.search(r"preference page:\s+(\S+)", output)[1]
+        assert f"captured emails:  {tmp_path / 'data' / 'mail'}" in output
+        assert "fairclick report welcome" in output
+        assert len(list((tmp_path / "data" / "mail").glob("*.eml"))) == 3
+
+        async with aiohttp.ClientSession() as http:
+            async with http.get(link, allow_redirects=False) as response:
+                assert response.status == 302
+                assert response.headers["Location"].startswith("https://example.com/")
+            async with http.get(prefs) as response:
+                assert response.status == 200 and "ada@example.com" in await response.text()
+
+        # `fairclick report` from another process joins the same embedded database.
+        code, out, err = await run("report", "welcome", "--format", "json", env=env)
+        assert code == 0, err
+        report = json.loads(out)
+        assert report["sent"] == 3 and report["recipients"] == {"html": 2, "text": 1}
+        assert report["clicks"]["total"] == 1 and report["clicks"]["identified"] == 1
+    finally:
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.wait(), 60)
+    assert process.returncode == 0
+    assert "Traceback" not in (await process.stderr.read()).decode()
+    assert (tmp_path / "data" / "secret_key").stat().st_mode & 0o777 == 0o600
