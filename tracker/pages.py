@@ -34,7 +34,10 @@ def render_page(
         content_type="text/html",
         headers={
             "Cache-Control": "no-store",
-            "Referrer-Policy": "no-referrer",
+            # same-origin, not no-referrer: with no-referrer browsers send "Origin: null" on
+            # our own form, which the origin check must refuse. The token still never
+            # reaches another site.
+            "Referrer-Policy": "same-origin",
             "X-Robots-Tag": "noindex",
             "X-Frame-Options": "DENY",
             "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "

@@ -1,0 +1,232 @@
+"""The `fairclick` command as a real subprocess: clear one-line errors, nothing half-done."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+KEY = "cli-test-secret-key-0123456789ab"
+PEOPLE = (
+    "email,name,format,tracking_consent\n"
+    "ann@example.com,Ann,html,yes\n"
+    "bob@example.com,Bob,text,no\n"
+    "cat@example.com,Cat,html,no\n"
+    "dan@example.com,Dan,html,yes\n"
+)
+HTML = '<p>Hi {{ recipient.name }}</p>\n<a href="https://example.com/one">one</a>\n'
+
+
+@pytest.fixture
+def fairclick(db_url, tmp_path):
+    """Run `fairclick ARGS` with the test database; extra env values override (None unsets)."""
+
+    def run(*args: str, **env: str | None) -> subprocess.CompletedProcess:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("FAIRCLICK_")}
+        environ |= {
+            "FAIRCLICK_DATABASE_URL": db_url,
+            "FAIRCLICK_DATA_DIR": str(tmp_path / "data"),
+            "FAIRCLICK_SECRET_KEY": KEY,
+        }
+        for name, value in env.items():
+            if value is None:
+                environ.pop(name, None)
+            else:
+                environ[name] = value
+        return subprocess.run(
+            [sys.executable, "-m", "fairclick.cli", *args],
+            env=environ, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )
+
+    return run
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("FAIRCLICK_SMTP_URL", "http://x"),
+        ("FAIRCLICK_SMTP_URL", "smtp://mail.example.com:notaport"),
+        ("FAIRCLICK_BASE_URL", "ftp://x"),
+        ("FAIRCLICK_BASE_URL", "https://"),
+        ("FAIRCLICK_SECRET_KEY", "short"),
+        ("FAIRCLICK_SECRET_KEY", KEY + ",tooshort"),
+    ],
+)
+@pytest.mark.parametrize("command", [["migrate"], ["report", "spring"]])
+async def test_malformed_setting_is_one_clear_line(fairclick, variable, value, command):
+    line = one_line_error(fairclick(*command, **{variable: value}))
+    assert line.startswith("fairclick: ") and variable in line
+    assert KEY not in line  # a key is never echoed
+
+
+@pytest.mark.parametrize(
+    ("missing", "present"),
+    [
+        ("FAIRCLICK_BASE_URL", {"FAIRCLICK_SMTP_URL": "smtp://127.0.0.1:1"}),
+        ("FAIRCLICK_SMTP_URL", {"FAIRCLICK_BASE_URL": "http://127.0.0.1:1"}),
+    ],
+)
+async def test_send_names_the_missing_setting(fairclick, pool, missing, present):
+    line = one_line_error(fairclick("send", "spring", "--quiet", **present))
+    assert f"{missing} is not set" in line
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+async def test_import_with_bad_rows_lists_each_and_imports_nothing(fairclick, write_file, pool):
+    path = write_file(
+        "people.csv",
+        "email,name,format,tracking_consent\n"
+        "ok@example.com,Ok,html,yes\n"  # 2
+        "not-an-email,Bad,html,no\n"  # 3
+        "fine@example.com,Fine,pdf,no\n"  # 4
+        "OK@example.com,Dup,html,no\n"  # 5
+        "also@example.com,Also,text,maybe\n"  # 6
+        "last@example.com,Last,text,no\n",  # 7
+    )
+    result = fairclick("recipients", "import", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "nothing was imported" in result.stderr and "imported" not in result.stdout
+    flagged = sorted(int(n) for n in re.findall(rf"{path}:(\d+):", result.stderr))
+    assert flagged == [3, 4, 5, 6]
+    assert "'pdf'" in result.stderr and "'maybe'" in result.stderr and "line 2" in result.stderr
+    assert await pool.fetchval("SELECT count(*) FROM recipients") == 0
+    assert await pool.fetchval("SELECT count(*) FROM consent_events") == 0
+
+
+async def test_import_of_good_rows(fairclick, write_file, pool):
+    result = fairclick("recipients", "import", str(write_file("people.csv", PEOPLE)))
+    assert result.returncode == 0, result.stderr
+    assert "imported 4 recipient(s)" in result.stdout
+    rows = await pool.fetch("SELECT email, format, tracking_consent FROM recipients ORDER BY id")
+    assert [tuple(r) for r in rows][:2] == [
+        ("ann@example.com", "html", True), ("bob@example.com", "text", False)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("html", "subject", "where"),
+    [
+        ("<p>Hi</p>\n<p>there</p>\n{% endfor %}\n", "Hello", "{html}:3"),
+        ("<p>Hi</p>\n<p>{{ recipient.nmae.upper() }}</p>\n", "Hello", "{html}:2"),
+        (HTML, "Hello {{ recipient.name", "subject:1"),
+    ],
+)
+async def test_campaign_with_template_error_names_file_line_and_stores_nothing(
+    fairclick, write_file, add_recipients, pool, html, subject, where
+):
+    await add_recipients(PEOPLE)
+    path = write_file("spring.html", html)
+    result = fairclick(
+        "campaign", "create", "spring", "--subject", subject,
+        "--from", "News <news@example.com>", "--html", str(path),
+    )
+    assert result.returncode == 2, result.stdout
+    assert "Traceback" not in result.stderr
+    assert where.format(html=path) in result.stderr
+    assert await pool.fetchval("SELECT count(*) FROM campaigns") == 0
+
+
+@pytest.fixture
+async def reported_campaign(fairclick, write_file, add_recipients, pool):
+    """Campaign 'spring': 3 sent (2 HTML, 1 text), 1 failed, and known clicks on two links."""
+    await add_recipients(PEOPLE)
+    result = fairclick(
+        "campaign", "create", "spring", "--subject", "Spring news",
+        "--from", "News <news@example.com>", "--html", str(write_file("spring.html", HTML)),
+    )
+    assert result.returncode == 0, result.stderr
+    cid = await pool.fetchval("SELECT id FROM campaigns WHERE name = 'spring'")
+    ids = {r["email"][:3]: r["id"] for r in await pool.fetch("SELECT id, email FROM recipients")}
+    msg = {}
+    for who, status, fmt in [
+        ("ann", "sent", "html"), ("bob", "sent", "text"),
+        ("cat", "sent", "html"), ("dan", "failed", None),
+    ]:
+        msg[who] = await pool.fetchval(
+            "INSERT INTO outbox (campaign_id, recipient_id, status, format)"
+            " VALUES ($1, $2, $3, $4) RETURNING id",
+            cid, ids[who], status, fmt,
+        )
+    one, two = [
+        await pool.fetchval(
+            "INSERT INTO links (campaign_id, url, name) VALUES ($1, $2, $3) RETURNING id",
+            cid, url, name,
+        )
+        for url, name in [("https://example.com/one", "one"), ("https://example.com/two", "")]
+    ]
+    clicks = [
+        (one, msg["ann"], "human"), (one, msg["ann"], "human"), (one, None, "human"),
+        (one, None, "bot"), (two, msg["ann"], "human"), (two, None, "bot"), (two, None, "bot"),
+    ]
+    await pool.executemany(
+        "INSERT INTO clicks (link_id, message_id, kind) VALUES ($1, $2, $3)", clicks
+    )
+    return "spring"
+
+
+async def test_report_json_has_documented_keys_and_counts(fairclick, reported_campaign):
+    result = fairclick("report", reported_campaign, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {"campaign", "sent", "failed", "recipients", "clicks", "links"} <= report.keys()
+    assert (report["campaign"], report["sent"], report["failed"]) == ("spring", 3, 1)
+    assert report["recipients"] == {"html": 2, "text": 1}
+    assert report["clicks"] == {"total": 4, "unique": 1, "identified": 3, "anonymous": 1, "bot": 3}
+    counts = ("total", "unique", "identified", "anonymous", "bot")
+    links = [(link["url"], link["name"], *(link[k] for k in counts)) for link in report["links"]]
+    assert links == [
+        ("https://example.com/one", "one", 3, 1, 2, 1, 1),
+        ("https://example.com/two", "", 1, 1, 1, 0, 2),
+    ]
+
+
+async def test_report_csv_has_header_row(fairclick, reported_campaign):
+    result = fairclick("report", reported_campaign, "--format", "csv")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows == [
+        ["url", "name", "total", "unique", "identified", "anonymous", "bot"],
+        ["https://example.com/one", "one", "3", "1", "2", "1", "1"],
+        ["https://example.com/two", "", "1", "1", "1", "0", "2"],
+    ]
+
+
+async def test_report_of_unknown_campaign(fairclick):
+    assert "no campaign named 'nope'" in one_line_error(fairclick("report", "nope"))
+
+
+async def test_erase_unknown_address_is_a_clear_error(fairclick, add_recipients, pool):
+    await add_recipients(PEOPLE)
+    line = one_line_error(fairclick("erase", "nobody@example.com"))
+    assert "nobody@example.com" in line and "nobody with the address" in line
+    assert await pool.fetchval("SELECT count(*) FROM recipients") == 4
+
+
+async def test_erase_known_address(fairclick, add_recipients, pool):
+    await add_recipients(PEOPLE)
+    result = fairclick("erase", "BOB@example.com")
+    assert result.returncode == 0, result.stderr
+    emails = await pool.fetch("SELECT email FROM recipients ORDER BY id")
+    assert [r["email"] for r in emails] == ["ann@example.com", "cat@example.com", "dan@example.com"]
+
+
+async def test_migrate_on_migrated_database_is_up_to_date(fairclick, pool):
+    before = await pool.fetchval("SELECT count(*) FROM schema_migrations")
+    result = fairclick("migrate")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "the database is up to date"
+    assert await pool.fetchval("SELECT count(*) FROM schema_migrations") == before

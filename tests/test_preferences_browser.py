@@ -1,0 +1,88 @@
+"""The preference page in a real headless Chromium: what a recipient sees, clicks and gets."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.async_api import async_playwright, expect
+
+from tracker.tokens import Tokens
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture
+async def browser():
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def ann(add_recipients, pool, tracker, settings):
+    """Ann gets HTML mail and allowed tracking; returns (recipient id, preference page URL)."""
+    await add_recipients(
+        "email,format,tracking_consent\nann@example.com,html,yes\nbob@example.com,text,no\n"
+    )
+    rid = await pool.fetchval("SELECT id FROM recipients WHERE email = 'ann@example.com'")
+    token = Tokens(settings.secret_keys).preferences.encode(rid)
+    return rid, f"{settings.base_url}/p/{token}"
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+async def test_switch_to_text_only_and_withdraw_tracking(
+    browser, ann, pool, tmp_path, javascript
+):
+    rid, url = ann
+    context = await browser.new_context(java_script_enabled=javascript)
+    page = await context.new_page()
+    requests = []
+    page.on("request", lambda r: requests.append((r.method, r.url)))
+
+    response = await page.goto(url)
+    assert response.status == 200
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Your email preferences")
+    await expect(page.get_by_text("ann@example.com")).to_be_visible()
+    assert await page.get_by_text("bob@example.com").count() == 0
+    await expect(page.get_by_label("HTML email", exact=True)).to_be_checked()
+    await expect(page.get_by_label("Yes, you may record")).to_be_checked()
+    await expect(page.get_by_label("Keep sending me these emails")).to_be_checked()
+    await expect(page.get_by_label("Text-only email", exact=True)).not_to_be_checked()
+    await expect(page.get_by_role("status")).to_have_count(0)
+    await page.screenshot(path=tmp_path / "before.png", full_page=True)
+
+    await page.get_by_text("Text-only email", exact=True).click()
+    await page.get_by_text("No, count my clicks anonymously only").click()
+    await expect(page.get_by_label("Text-only email", exact=True)).to_be_checked()
+    async with page.expect_navigation():
+        await page.get_by_role("button", name="Save my choices").click()
+
+    body = await page.content()
+    assert page.url == url + "?saved=1", body[:300]
+    await expect(page.get_by_role("status")).to_have_text("Your choices are saved.")
+    await expect(page.get_by_role("alert")).to_have_count(0)
+    await expect(page.get_by_label("Text-only email", exact=True)).to_be_checked()
+    await expect(page.get_by_label("No, count my clicks anonymously only")).to_be_checked()
+    await expect(page.get_by_label("Keep sending me these emails")).to_be_checked()
+    await page.screenshot(path=tmp_path / "saved.png", full_page=True)
+    await context.close()
+
+    row = await pool.fetchrow(
+        "SELECT format, tracking_consent, unsubscribed_at FROM recipients WHERE id = $1", rid
+    )
+    assert (row["format"], row["tracking_consent"], row["unsubscribed_at"]) == ("text", False, None)
+    logged = await pool.fetch(
+        "SELECT kind, value, source FROM consent_events"
+        " WHERE recipient_id = $1 AND source = 'preference page' ORDER BY id",
+        rid,
+    )
+    assert [tuple(e) for e in logged] == [
+        ("format", "text", "preference page"),
+        ("tracking", "withdrawn", "preference page"),
+    ]
+    assert ("POST", url) in requests
+    assert all(u.startswith(url) for _, u in requests), requests  # nothing fetched elsewhere
