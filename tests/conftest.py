@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
+from mailer.campaigns import create_campaign
 from mailer.capture import start_capture_server
 from tracker import schema
 from tracker.app import create_app
@@ -149,3 +150,28 @@ def add_recipients(pool, write_file):
             return await import_recipients(conn, write_file(name, csv_text))
 
     return add
+
+
+@pytest.fixture
+def make_campaign(pool, write_file):
+    """Create a campaign through the real path, templates written to files first."""
+
+    async def make(
+        html: str,
+        *,
+        name: str = "c",
+        subject: str = "Hi",
+        text: str | None = None,
+        sender: str = "news@example.com",
+    ) -> int:
+        async with pool.acquire() as conn:
+            return await create_campaign(
+                conn,
+                name,
+                subject=subject,
+                from_address=sender,
+                html_path=write_file(f"{name}.html", html),
+                text_path=write_file(f"{name}.txt", text) if text is not None else None,
+            )
+
+    return make

@@ -9,54 +9,44 @@ from mailer.sending import send_campaign
 from tracker.errors import FairclickError, TemplateProblem
 
 
-async def create(pool, write_file, html, *, subject="Hi", text=None, name="c"):
-    async with pool.acquire() as conn:
-        return await create_campaign(
-            conn,
-            name,
-            subject=subject,
-            from_address="news@example.com",
-            html_path=write_file("mail.html", html),
-            text_path=write_file("mail.txt", text) if text is not None else None,
-        )
-
-
 @pytest.mark.parametrize(
     ("html", "text", "subject", "expected"),
     [
-        ("<p>ok</p>\n<p>{% if %}</p>", None, "Hi", "mail.html:2: syntax error"),
-        ("<p>ok</p>", "line one\n{{ recipient.name }\n", "Hi", "mail.txt:2: syntax error"),
+        ("<p>ok</p>\n<p>{% if %}</p>", None, "Hi", "c.html:2: syntax error"),
+        ("<p>ok</p>", "line one\n{{ recipient.name }\n", "Hi", "c.txt:2: syntax error"),
         ("<p>ok</p>", None, "Hi {{ recipient.name ", "subject:1: syntax error"),
-        ("<p>\n\n{{ nobody.knows }}</p>", None, "Hi", "mail.html:3: UndefinedError"),
+        ("<p>\n\n{{ nobody.knows }}</p>", None, "Hi", "c.html:3: UndefinedError"),
     ],
 )
-async def test_template_errors_name_file_and_line(pool, write_file, html, text, subject, expected):
+async def test_template_errors_name_file_and_line(
+    make_campaign, pool, write_file, html, text, subject, expected
+):
     with pytest.raises(TemplateProblem) as error:
-        await create(pool, write_file, html, subject=subject, text=text)
+        await make_campaign(html, subject=subject, text=text)
     assert expected in str(error.value)
     assert await pool.fetchval("SELECT count(*) FROM campaigns") == 0
 
 
 async def test_missing_attribute_lists_the_recipients_it_fails_for(
-    pool, write_file, add_recipients
+    make_campaign, pool, write_file, add_recipients
 ):
     await add_recipients("email,city\na@example.com,Oslo\nb@example.com,\n")
     await add_recipients("email\nc@example.com\n", name="no-city.csv")
     html = "<p>\n{{ recipient.attributes.city }}</p>"
     with pytest.raises(TemplateProblem) as error:
-        await create(pool, write_file, html)
+        await make_campaign(html)
     message = str(error.value)
-    assert "mail.html:2" in message and "c@example.com" in message
+    assert "c.html:2" in message and "c@example.com" in message
     assert "a@example.com" not in message and "b@example.com" not in message
     assert await pool.fetchval("SELECT count(*) FROM campaigns") == 0
 
 
 async def test_send_checks_everyone_before_queueing(
-    pool, settings, mailbox, write_file, add_recipients
+    make_campaign, pool, settings, mailbox, write_file, add_recipients
 ):
     """Someone imported after the campaign was created, whom the template fails for."""
     await add_recipients("email,city\na@example.com,Oslo\n")
-    await create(pool, write_file, "<p>{{ recipient.attributes.city }}</p>")
+    await make_campaign("<p>{{ recipient.attributes.city }}</p>")
     await add_recipients("email\nlate@example.com\n", name="late.csv")
     with pytest.raises(TemplateProblem, match=r"late@example\.com"):
         await send_campaign(pool, settings, "c")
@@ -65,10 +55,10 @@ async def test_send_checks_everyone_before_queueing(
 
 
 async def test_html_is_autoescaped_and_text_is_not(
-    pool, settings, mailbox, write_file, add_recipients
+    make_campaign, pool, settings, mailbox, write_file, add_recipients
 ):
     await add_recipients('email,name\nx@example.com,"<b>Tom & Jerry</b>"\n')
-    await create(pool, write_file, "<p>{{ recipient.name }}</p>", text="{{ recipient.name }}\n")
+    await make_campaign("<p>{{ recipient.name }}</p>", text="{{ recipient.name }}\n")
     await send_campaign(pool, settings, "c")
     (message,) = mailbox.messages()
     assert "<p>&lt;b&gt;Tom &amp; Jerry&lt;/b&gt;</p>" in message.get_body(("html",)).get_content()
@@ -76,14 +66,14 @@ async def test_html_is_autoescaped_and_text_is_not(
 
 
 async def test_text_part_is_generated_from_html(
-    pool, settings, mailbox, write_file, add_recipients
+    make_campaign, pool, settings, mailbox, write_file, add_recipients
 ):
     await add_recipients("email\nx@example.com\n")
     html = (
         "<table><tr><td><h1>Big news</h1>"
         '<a href="https://example.com/read">Read it</a></td></tr></table>'
     )
-    await create(pool, write_file, html)
+    await make_campaign(html)
     await send_campaign(pool, settings, "c")
     (message,) = mailbox.messages()
     text = message.get_body(("plain",)).get_content()
@@ -103,8 +93,8 @@ async def test_bad_from_address_is_refused(pool, write_file, sender):
             )
 
 
-async def test_duplicate_campaign_name_keeps_the_first(pool, write_file):
-    await create(pool, write_file, "<p>first</p>")
+async def test_duplicate_campaign_name_keeps_the_first(make_campaign, pool, write_file):
+    await make_campaign("<p>first</p>")
     with pytest.raises(FairclickError, match="already exists"):
-        await create(pool, write_file, "<p>second</p>")
+        await make_campaign("<p>second</p>")
     assert await pool.fetchval("SELECT html_template FROM campaigns") == "<p>first</p>"

@@ -41,7 +41,11 @@ def fairclick(db_url, tmp_path):
                 environ[name] = value
         return subprocess.run(
             [sys.executable, "-m", "fairclick.cli", *args],
-            env=environ, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+            env=environ,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
 
     return run
@@ -113,7 +117,8 @@ async def test_import_of_good_rows(fairclick, write_file, pool):
     assert "imported 4 recipient(s)" in result.stdout
     rows = await pool.fetch("SELECT email, format, tracking_consent FROM recipients ORDER BY id")
     assert [tuple(r) for r in rows][:2] == [
-        ("ann@example.com", "html", True), ("bob@example.com", "text", False)
+        ("ann@example.com", "html", True),
+        ("bob@example.com", "text", False),
     ]
 
 
@@ -131,8 +136,15 @@ async def test_campaign_with_template_error_names_file_line_and_stores_nothing(
     await add_recipients(PEOPLE)
     path = write_file("spring.html", html)
     result = fairclick(
-        "campaign", "create", "spring", "--subject", subject,
-        "--from", "News <news@example.com>", "--html", str(path),
+        "campaign",
+        "create",
+        "spring",
+        "--subject",
+        subject,
+        "--from",
+        "News <news@example.com>",
+        "--html",
+        str(path),
     )
     assert result.returncode == 2, result.stdout
     assert "Traceback" not in result.stderr
@@ -145,32 +157,51 @@ async def reported_campaign(fairclick, write_file, add_recipients, pool):
     """Campaign 'spring': 3 sent (2 HTML, 1 text), 1 failed, and known clicks on two links."""
     await add_recipients(PEOPLE)
     result = fairclick(
-        "campaign", "create", "spring", "--subject", "Spring news",
-        "--from", "News <news@example.com>", "--html", str(write_file("spring.html", HTML)),
+        "campaign",
+        "create",
+        "spring",
+        "--subject",
+        "Spring news",
+        "--from",
+        "News <news@example.com>",
+        "--html",
+        str(write_file("spring.html", HTML)),
     )
     assert result.returncode == 0, result.stderr
     cid = await pool.fetchval("SELECT id FROM campaigns WHERE name = 'spring'")
     ids = {r["email"][:3]: r["id"] for r in await pool.fetch("SELECT id, email FROM recipients")}
     msg = {}
     for who, status, fmt in [
-        ("ann", "sent", "html"), ("bob", "sent", "text"),
-        ("cat", "sent", "html"), ("dan", "failed", None),
+        ("ann", "sent", "html"),
+        ("bob", "sent", "text"),
+        ("cat", "sent", "html"),
+        ("dan", "failed", None),
     ]:
         msg[who] = await pool.fetchval(
             "INSERT INTO outbox (campaign_id, recipient_id, status, format)"
             " VALUES ($1, $2, $3, $4) RETURNING id",
-            cid, ids[who], status, fmt,
+            cid,
+            ids[who],
+            status,
+            fmt,
         )
     one, two = [
         await pool.fetchval(
             "INSERT INTO links (campaign_id, url, name) VALUES ($1, $2, $3) RETURNING id",
-            cid, url, name,
+            cid,
+            url,
+            name,
         )
         for url, name in [("https://example.com/one", "one"), ("https://example.com/two", "")]
     ]
     clicks = [
-        (one, msg["ann"], "human"), (one, msg["ann"], "human"), (one, None, "human"),
-        (one, None, "bot"), (two, msg["ann"], "human"), (two, None, "bot"), (two, None, "bot"),
+        (one, msg["ann"], "human"),
+        (one, msg["ann"], "human"),
+        (one, None, "human"),
+        (one, None, "bot"),
+        (two, msg["ann"], "human"),
+        (two, None, "bot"),
+        (two, None, "bot"),
     ]
     await pool.executemany(
         "INSERT INTO clicks (link_id, message_id, kind) VALUES ($1, $2, $3)", clicks

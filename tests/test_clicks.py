@@ -10,7 +10,6 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from mailer.campaigns import create_campaign
 from mailer.sending import send_campaign
 from tracker.consent import change_choices, erase
 from tracker.reports import campaign_report
@@ -21,17 +20,10 @@ TRACKED = re.compile(r'href="(http://[^"]+/c/[^"]+)"')
 
 
 @pytest.fixture
-async def sent(pool, settings, mailbox, add_recipients, write_file):
+async def sent(pool, settings, mailbox, add_recipients, make_campaign):
     """Send campaign 'c' to yes@ (consent) and no@ (none); returns address -> tracked links."""
     await add_recipients("email,tracking_consent\nyes@example.com,yes\nno@example.com,no\n")
-    async with pool.acquire() as conn:
-        await create_campaign(
-            conn,
-            "c",
-            subject="s",
-            from_address="n@example.com",
-            html_path=write_file("c.html", HTML),
-        )
+    await make_campaign(HTML)
     await send_campaign(pool, settings, "c")
     return {
         m["To"].addresses[0].addr_spec: TRACKED.findall(m.get_body(("html",)).get_content())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-from mailer.campaigns import create_campaign
 from mailer.sending import send_campaign
 from tracker.reports import campaign_report
 
@@ -36,16 +35,9 @@ def tracked_links(html: str) -> list[str]:
     return TRACKED.findall(html)
 
 
-async def test_whole_loop(pool, settings, tracker, http, mailbox, add_recipients, write_file):
+async def test_whole_loop(pool, settings, tracker, http, mailbox, add_recipients, make_campaign):
     await add_recipients(RECIPIENTS)
-    async with pool.acquire() as conn:
-        await create_campaign(
-            conn,
-            "autumn",
-            subject="News for {{ recipient.name }}",
-            from_address="News <news@example.com>",
-            html_path=write_file("autumn.html", HTML),
-        )
+    await make_campaign(HTML, name="autumn", subject="News for {{ recipient.name }}")
     progress = await send_campaign(pool, settings, "autumn")
     assert progress.counts["sent"] == 3
 

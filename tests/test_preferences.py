@@ -78,7 +78,9 @@ async def test_get_shows_current_choices_and_changes_nothing(
         assert resp.status == 200
         assert resp.headers["Cache-Control"] == "no-store"
     assert (checked(html, "format"), checked(html, "tracking"), checked(html, "subscribed")) == (
-        [expected[0]], [expected[1]], [expected[2]]
+        [expected[0]],
+        [expected[1]],
+        [expected[2]],
     )
     other = ({*people} - {who}).pop()
     assert who in html and other not in html
@@ -129,7 +131,8 @@ async def test_resubscribe_after_unsubscribing_is_logged(people, settings, pool,
             assert resp.status == 303
     assert await choices(pool, ann) == ("html", True, True)
     assert [e[1] for e in await events(pool, ann) if e[0] == "subscription"] == [
-        "unsubscribed", "subscribed"
+        "unsubscribed",
+        "subscribed",
     ]
 
 
@@ -217,9 +220,7 @@ def bad_tokens(settings, recipient_id: int) -> dict[str, str]:
         "empty tag": f"{body}.",
         "invented": "abcdef.AAAAAAAAAAAAAAAA",
         "non-ascii tag": f"{body}.%C3%A9t%C3%A9",
-        "other key": Tokens((b"another-secret-key-0123456789ab",)).preferences.encode(
-            recipient_id
-        ),
+        "other key": Tokens((b"another-secret-key-0123456789ab",)).preferences.encode(recipient_id),
         "click token": tokens.click.encode(recipient_id, recipient_id),
         "unknown recipient": tokens.preferences.encode(recipient_id + 1000),
     }
@@ -228,8 +229,16 @@ def bad_tokens(settings, recipient_id: int) -> dict[str, str]:
 @pytest.mark.parametrize(
     "kind",
     [
-        "changed tag", "other body, same tag", "truncated", "no tag", "empty tag", "invented",
-        "non-ascii tag", "other key", "click token", "unknown recipient",
+        "changed tag",
+        "other body, same tag",
+        "truncated",
+        "no tag",
+        "empty tag",
+        "invented",
+        "non-ascii tag",
+        "other key",
+        "click token",
+        "unknown recipient",
     ],
 )
 @pytest.mark.parametrize("method", ["GET", "form POST", "one-click POST"])

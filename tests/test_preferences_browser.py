@@ -9,8 +9,14 @@ from tracker.tokens import Tokens
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -34,9 +40,7 @@ async def ann(add_recipients, pool, tracker, settings):
 
 
 @pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
-async def test_switch_to_text_only_and_withdraw_tracking(
-    browser, ann, pool, tmp_path, javascript
-):
+async def test_switch_to_text_only_and_withdraw_tracking(browser, ann, pool, tmp_path, javascript):
     rid, url = ann
     context = await browser.new_context(java_script_enabled=javascript)
     page = await context.new_page()

@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import pytest
 
-from mailer.campaigns import create_campaign
 from mailer.capture import SaveToFolder, start_capture_server
 from mailer.preview import preview_message
 from mailer.sending import send_campaign
@@ -17,16 +16,11 @@ HTML = '<p>Hi {{ recipient.name }}</p><a href="https://example.com/x">x</a>'
 
 
 @pytest.fixture
-async def campaign(pool, write_file):
-    async def create(name="news", html=HTML, subject="Hello {{ recipient.name }}"):
-        async with pool.acquire() as conn:
-            return await create_campaign(
-                conn,
-                name,
-                subject=subject,
-                from_address="Ünïcode Néws <news@example.com>",
-                html_path=write_file(f"{name}.html", html),
-            )
+def campaign(make_campaign):
+    async def create(subject="Hello {{ recipient.name }}"):
+        return await make_campaign(
+            HTML, name="news", subject=subject, sender="Ünïcode Néws <news@example.com>"
+        )
 
     return create
 
