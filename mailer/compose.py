@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
@@ -15,6 +16,31 @@ from mailer.queries import SQL
 from mailer.rewrite import find_links, rewrite_links
 from mailer.templates import CampaignTemplates
 from tracker.tokens import Tokens
+
+HONEYPOT_NAME = "fairclick-honeypot"
+# Invisible and unreachable for people (no text, hidden, out of the tab order and of
+# screen readers); link scanners follow every href, so a hit on it marks a machine.
+HONEYPOT_HTML = (
+    '<a href="{url}" style="display:none !important" aria-hidden="true" tabindex="-1"></a>'
+)
+PIXEL_HTML = (
+    '<img src="{url}" width="1" height="1" alt="" '
+    'style="display:block;width:1px;height:1px;border:0" />'
+)
+_BODY_START = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
+_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+
+
+def insert_after_body_start(html: str, snippet: str) -> str:
+    match = _BODY_START.search(html)
+    at = match.end() if match else 0
+    return html[:at] + snippet + html[at:]
+
+
+def insert_before_body_end(html: str, snippet: str) -> str:
+    matches = list(_BODY_END.finditer(html))
+    at = matches[-1].start() if matches else len(html)
+    return html[:at] + snippet + html[at:]
 
 
 @dataclass(frozen=True)
@@ -62,12 +88,16 @@ class LinkRegistry:
         for row in await conn.fetch(SQL.link_ids, self.campaign_id):
             self._ids[(row["url"], row["name"])] = row["id"]
 
-    async def id_for(self, conn: asyncpg.Connection, url: str, name: str) -> int:
+    async def id_for(
+        self, conn: asyncpg.Connection, url: str, name: str, *, purpose: str = "content"
+    ) -> int:
         key = (url, name)
         if key not in self._ids:
             if not self.create:
                 return 0  # preview: a placeholder that no redirect will accept
-            self._ids[key] = await conn.fetchval(SQL.upsert_link, self.campaign_id, url, name)
+            self._ids[key] = await conn.fetchval(
+                SQL.upsert_link, self.campaign_id, url, name, purpose
+            )
         return self._ids[key]
 
 
@@ -84,6 +114,24 @@ class Composer:
     @property
     def domain(self) -> str:
         return urlsplit(self.base_url).hostname or "localhost"
+
+    async def _add_machine_markers(
+        self, conn: asyncpg.Connection, html: str, recipient: Recipient, message_id: int
+    ) -> str:
+        """The honeypot link (for every HTML message) and the open pixel (with consent only)."""
+        honeypot_id = await self.links.id_for(
+            conn, f"{self.base_url}/", HONEYPOT_NAME, purpose="honeypot"
+        )
+        honeypot = HONEYPOT_HTML.format(
+            url=f"{self.base_url}/c/{self.tokens.click.encode(message_id, honeypot_id)}"
+        )
+        html = insert_after_body_start(html, honeypot)
+        if recipient.tracking_consent:
+            pixel = PIXEL_HTML.format(
+                url=f"{self.base_url}/o/{self.tokens.opens.encode(message_id)}.gif"
+            )
+            html = insert_before_body_end(html, pixel)
+        return html
 
     def preferences_url(self, recipient_id: int) -> str:
         return f"{self.base_url}/p/{self.tokens.preferences.encode(recipient_id)}"
@@ -105,7 +153,9 @@ class Composer:
                     f"{self.base_url}/c/{self.tokens.click.encode(message_id, link_id)}"
                 )
             html = rewrite_links(rendered.html, spots, lambda spot: tracked[spot.start])
+            html = await self._add_machine_markers(conn, html, recipient, message_id)
         # A text-only recipient gets the text with its original links: nothing trackable.
+        # (The preference link in it is signed for them, but visiting it records nothing.)
         return build_message(
             sender=parse_from_address(self.campaign["from_address"]),
             to_email=recipient.email,

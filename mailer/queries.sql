@@ -76,7 +76,7 @@ SELECT min(retry_at) FROM outbox WHERE campaign_id = $1 AND status = 'deferred'
 SELECT url, name, id FROM links WHERE campaign_id = $1
 
 -- name: upsert_link
-INSERT INTO links (campaign_id, url, name) VALUES ($1, $2, $3)
+INSERT INTO links (campaign_id, url, name, purpose) VALUES ($1, $2, $3, $4)
 ON CONFLICT (campaign_id, url, name) DO UPDATE SET name = EXCLUDED.name
 RETURNING id
 

@@ -20,9 +20,12 @@ from aiohttp.test_utils import TestServer
 
 from mailer.campaigns import create_campaign
 from mailer.capture import start_capture_server
+from mailer.sending import send_campaign
 from tracker import schema
 from tracker.app import create_app
+from tracker.bots import ScanDetector
 from tracker.database import embedded_database_url
+from tracker.keys import DETECTOR
 from tracker.recipients import import_recipients
 from tracker.settings import Settings, SmtpTarget
 
@@ -115,10 +118,38 @@ def settings(tmp_path, db_url, mailbox, tracker_port) -> Settings:
     )
 
 
+BROWSER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/156.0.0.0 Safari/537.36"
+)
+
+
+class ReadingPace:
+    """A clock for the scan detector that moves 30 s per click: a person reading between clicks.
+
+    Tests follow every link of a message at machine speed, which the real clock
+    rightly calls a scanner; tests of the detector itself use the real clock.
+    """
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 30.0
+        return self.now
+
+
 @pytest.fixture
-async def tracker(settings, pool, tracker_port):
+def detector_clock():
+    return ReadingPace()
+
+
+@pytest.fixture
+async def tracker(settings, pool, tracker_port, detector_clock):
     """The tracker app on a real loopback socket, at settings.base_url."""
-    server = TestServer(create_app(settings, pool=pool), host="127.0.0.1", port=tracker_port)
+    app = create_app(settings, pool=pool)
+    app[DETECTOR] = ScanDetector(clock=detector_clock)
+    server = TestServer(app, host="127.0.0.1", port=tracker_port)
     await server.start_server()
     yield server
     await server.close()
@@ -127,7 +158,7 @@ async def tracker(settings, pool, tracker_port):
 @pytest.fixture
 async def http():
     """An HTTP client that shows redirects instead of following them."""
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers={"User-Agent": BROWSER_AGENT}) as session:
         yield session
 
 
@@ -150,6 +181,22 @@ def add_recipients(pool, write_file):
             return await import_recipients(conn, write_file(name, csv_text))
 
     return add
+
+
+@pytest.fixture
+def deliver(pool, settings):
+    """Send a campaign through the real SMTP path, then let an hour pass for its messages.
+
+    Clicks within seconds of delivery are a scanner's; tests click right away, so
+    the messages are dated back as if the reader came to them later.
+    """
+
+    async def run(name: str, **kwargs):
+        progress = await send_campaign(pool, settings, name, **kwargs)
+        await pool.execute("UPDATE outbox SET sent_at = sent_at - interval '1 hour'")
+        return progress
+
+    return run
 
 
 @pytest.fixture

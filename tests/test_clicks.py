@@ -2,31 +2,28 @@
 
 from __future__ import annotations
 
-import re
-
 import asyncpg
 import pytest
+from helpers import tracked_links
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from mailer.sending import send_campaign
 from tracker.consent import change_choices, erase
 from tracker.reports import campaign_report
 from tracker.tokens import TokenCodec, Tokens
 
 HTML = '<a href="https://example.com/a">a</a> <a href="https://example.com/ü?q=1 2">b</a>'
-TRACKED = re.compile(r'href="(http://[^"]+/c/[^"]+)"')
 
 
 @pytest.fixture
-async def sent(pool, settings, mailbox, add_recipients, make_campaign):
+async def sent(pool, mailbox, add_recipients, make_campaign, deliver):
     """Send campaign 'c' to yes@ (consent) and no@ (none); returns address -> tracked links."""
     await add_recipients("email,tracking_consent\nyes@example.com,yes\nno@example.com,no\n")
     await make_campaign(HTML)
-    await send_campaign(pool, settings, "c")
+    await deliver("c")
     return {
-        m["To"].addresses[0].addr_spec: TRACKED.findall(m.get_body(("html",)).get_content())
+        m["To"].addresses[0].addr_spec: tracked_links(m.get_body(("html",)).get_content())
         for m in mailbox.messages()
     }
 

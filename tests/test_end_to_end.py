@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
+from helpers import tracked_links
 
-from mailer.sending import send_campaign
 from tracker.reports import campaign_report
 
 RECIPIENTS = """\
@@ -28,17 +27,14 @@ HTML = """\
 """
 
 TARGETS = {"https://example.com/one?a=1&b=2", "https://example.com/two", "https://example.com/area"}
-TRACKED = re.compile(r'href=["\']?(http://127\.0\.0\.1:\d+/c/[^"\'\s>]+)')
 
 
-def tracked_links(html: str) -> list[str]:
-    return TRACKED.findall(html)
-
-
-async def test_whole_loop(pool, settings, tracker, http, mailbox, add_recipients, make_campaign):
+async def test_whole_loop(
+    pool, settings, tracker, http, mailbox, add_recipients, make_campaign, deliver
+):
     await add_recipients(RECIPIENTS)
     await make_campaign(HTML, name="autumn", subject="News for {{ recipient.name }}")
-    progress = await send_campaign(pool, settings, "autumn")
+    progress = await deliver("autumn")
     assert progress.counts["sent"] == 3
 
     messages = {m["To"].addresses[0].addr_spec: m for m in mailbox.messages()}

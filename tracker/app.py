@@ -2,24 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import asyncpg
 from aiohttp import web
 
 from tracker import schema
+from tracker.bots import ScanDetector
 from tracker.clicks import follow_link
 from tracker.database import create_pool, database_url
-from tracker.keys import PAGES, POOL, SETTINGS, TOKENS
+from tracker.health import healthz, home, prometheus, readyz
+from tracker.keys import (
+    DETECTOR,
+    PAGES,
+    POOL,
+    RECORDER,
+    SETTINGS,
+    TARGETS,
+    TOKENS,
+)
+from tracker.opens import open_pixel
 from tracker.pages import page_environment
+from tracker.partitions import ensure_partitions
 from tracker.preferences import change_preferences, show_preferences
 from tracker.queries import SQL
+from tracker.recorder import UNREACHABLE, Recorder
 from tracker.settings import Settings
+from tracker.spool import Spool
+from tracker.targets import TargetCache
 from tracker.tokens import Tokens
 
+log = logging.getLogger(__name__)
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok\n")
+MAINTENANCE_SECONDS = 60
+PARTITION_CHECK_SECONDS = 6 * 3600
 
 
 async def _prepare_all(pool: asyncpg.Pool) -> None:
@@ -28,6 +46,23 @@ async def _prepare_all(pool: asyncpg.Pool) -> None:
         await schema.ensure_current(conn)
         for sql in vars(SQL).values():
             await conn.prepare(sql)
+        await ensure_partitions(conn)
+
+
+async def _maintenance(app: web.Application) -> None:
+    """Every minute: replay spool files left by dead processes; a few times a day: partitions."""
+    since_partitions = 0.0
+    while True:
+        await asyncio.sleep(MAINTENANCE_SECONDS)
+        app[RECORDER].replay_soon()
+        since_partitions += MAINTENANCE_SECONDS
+        if since_partitions >= PARTITION_CHECK_SECONDS:
+            try:
+                async with app[POOL].acquire(timeout=2) as conn:
+                    await ensure_partitions(conn)
+                since_partitions = 0.0
+            except UNREACHABLE as exc:
+                log.warning("partition check postponed: %s", exc)
 
 
 def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None) -> web.Application:
@@ -37,6 +72,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None) -> web.A
     app[SETTINGS] = settings
     app[TOKENS] = Tokens(settings.secret_keys)
     app[PAGES] = page_environment()
+    app[DETECTOR] = ScanDetector()
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         if pool is not None:
@@ -44,7 +80,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None) -> web.A
             await _prepare_all(pool)
             yield
             return
-        own = await create_pool(database_url(settings), min_size=2, max_size=20)
+        own = await create_pool(database_url(settings), min_size=2, max_size=20, command_timeout=10)
         try:
             await _prepare_all(own)
             app[POOL] = own
@@ -52,9 +88,26 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None) -> web.A
         finally:
             await own.close()
 
+    async def recording(app: web.Application) -> AsyncIterator[None]:
+        recorder = Recorder(app[POOL], Spool(settings.data_dir / "spool"))
+        app[RECORDER] = recorder
+        app[TARGETS] = TargetCache(app[POOL])
+        await recorder.start()
+        maintenance = asyncio.create_task(_maintenance(app))
+        yield
+        # SIGTERM lands here after aiohttp stopped accepting and finished the requests
+        # in hand: everything queued is written (or spooled) before the process exits.
+        maintenance.cancel()
+        await recorder.stop()
+
     app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(recording)
+    app.router.add_get("/", home)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", prometheus)
     app.router.add_get("/c/{token}", follow_link)
+    app.router.add_get("/o/{token}.gif", open_pixel)
     app.router.add_get("/p/{token}", show_preferences)
     app.router.add_post("/p/{token}", change_preferences)
     return app

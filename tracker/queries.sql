@@ -1,26 +1,5 @@
 -- SQL of the tracker. Every statement is parameterised; names are used from Python as SQL.<name>.
 
--- name: record_click
--- Consent is read in the same statement that writes the click, so a withdrawal
--- committed before the click is always honoured. Without consent (or after
--- unsubscribing or erasure) the row holds only the link and the time.
-WITH target AS (
-    SELECT l.id AS link_id, l.url, m.id AS message_id,
-           coalesce(r.tracking_consent AND r.unsubscribed_at IS NULL, false) AS consent
-    FROM outbox m
-    JOIN links l ON l.id = $2 AND l.campaign_id = m.campaign_id
-    LEFT JOIN recipients r ON r.id = m.recipient_id
-    WHERE m.id = $1
-)
-INSERT INTO clicks (link_id, message_id, ip, user_agent, kind, bot_reason)
-SELECT link_id,
-       CASE WHEN consent THEN message_id END,
-       CASE WHEN consent THEN $3::inet END,
-       CASE WHEN consent THEN $4::text END,
-       $5, $6
-FROM target
-RETURNING (SELECT url FROM target)
-
 -- name: recipient_choices
 SELECT id, email, name, format, tracking_consent, unsubscribed_at IS NULL AS subscribed
 FROM recipients WHERE id = $1
@@ -86,7 +65,7 @@ FROM outbox WHERE campaign_id = $1
 -- name: report_links
 -- One row per link; human counts exclude bots; unique = distinct recipients
 -- among identified clicks.
-SELECT l.id, l.url, l.name,
+SELECT l.id, l.url, l.name, l.purpose,
        count(c.id) FILTER (WHERE c.kind = 'human') AS total,
        count(DISTINCT m.recipient_id) FILTER (WHERE c.kind = 'human') AS "unique",
        count(c.id) FILTER (WHERE c.kind = 'human' AND c.message_id IS NOT NULL) AS identified,
@@ -103,3 +82,64 @@ ORDER BY l.id
 SELECT count(DISTINCT m.recipient_id) AS "unique"
 FROM clicks c JOIN links l ON l.id = c.link_id JOIN outbox m ON m.id = c.message_id
 WHERE l.campaign_id = $1 AND c.kind = 'human'
+
+-- name: record_clicks
+-- A batch of clicks in one statement (group commit). Consent is read here, where
+-- the rows are written. Rows whose (message, link) pair is not one campaign's are
+-- dropped; the ords of the rows written come back, with their keys.
+WITH batch AS (
+    SELECT * FROM unnest($1::int[], $2::bigint[], $3::bigint[], $4::timestamptz[],
+                         $5::text[], $6::text[], $7::inet[], $8::text[])
+        AS b(ord, message_id, link_id, clicked_at, kind, bot_reason, ip, user_agent)
+), valid AS MATERIALIZED (
+    SELECT nextval('clicks_id_seq') AS id, b.ord, b.link_id, b.clicked_at, b.ip, b.user_agent,
+           coalesce(r.tracking_consent AND r.unsubscribed_at IS NULL, false) AS consent,
+           b.message_id,
+           b.kind = 'human' AND b.clicked_at < m.sent_at + make_interval(secs => $9) AS too_soon,
+           b.kind, b.bot_reason
+    FROM batch b
+    JOIN outbox m ON m.id = b.message_id
+    JOIN links l ON l.id = b.link_id AND l.campaign_id = m.campaign_id
+    LEFT JOIN recipients r ON r.id = m.recipient_id
+), stored AS (
+    INSERT INTO clicks (id, link_id, message_id, clicked_at, kind, bot_reason, ip, user_agent)
+    SELECT id, link_id,
+           CASE WHEN consent THEN message_id END,
+           clicked_at,
+           CASE WHEN too_soon THEN 'bot' ELSE kind END,
+           CASE WHEN too_soon THEN $10 ELSE bot_reason END,
+           CASE WHEN consent THEN ip END,
+           CASE WHEN consent THEN user_agent END
+    FROM valid
+)
+SELECT ord, id, clicked_at FROM valid
+
+-- name: record_opens
+WITH batch AS (
+    SELECT * FROM unnest($1::int[], $2::bigint[], $3::timestamptz[], $4::text[], $5::text[],
+                         $6::inet[], $7::text[])
+        AS b(ord, message_id, opened_at, kind, bot_reason, ip, user_agent)
+), valid AS MATERIALIZED (
+    SELECT b.*, m.campaign_id,
+           coalesce(r.tracking_consent AND r.unsubscribed_at IS NULL, false) AS consent
+    FROM batch b
+    JOIN outbox m ON m.id = b.message_id
+    LEFT JOIN recipients r ON r.id = m.recipient_id
+), stored AS (
+    INSERT INTO opens (campaign_id, message_id, opened_at, kind, bot_reason, ip, user_agent)
+    SELECT campaign_id, CASE WHEN consent THEN message_id END, opened_at, kind, bot_reason,
+           CASE WHEN consent THEN ip END, CASE WHEN consent THEN user_agent END
+    FROM valid
+)
+SELECT ord FROM valid
+
+-- name: mark_clicks_bot
+UPDATE clicks SET kind = 'bot', bot_reason = $3
+WHERE (id, clicked_at) IN (SELECT * FROM unnest($1::bigint[], $2::timestamptz[]))
+  AND kind = 'human'
+
+-- name: link_target
+SELECT url, campaign_id, purpose = 'honeypot' AS honeypot FROM links WHERE id = $1
+
+-- name: claim_spool_file
+INSERT INTO spool_replays (name, rows) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING name

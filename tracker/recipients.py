@@ -86,9 +86,7 @@ def _read_csv(path: Path, text: str) -> tuple[list[tuple[int, dict]], Problems]:
     return records, problems
 
 
-def validate(
-    path: Path, records: list[tuple[int, dict]], problems: Problems
-) -> list[RecipientRow]:
+def validate(path: Path, records: list[tuple[int, dict]], problems: Problems) -> list[RecipientRow]:
     """Rows ready to store, or ImportRowsError listing every problem of the file by line."""
     rows, problems, seen = [], list(problems), {}
     for number, record in records:

@@ -35,8 +35,11 @@ async def campaign_report(conn: asyncpg.Connection, name: str) -> dict:
             "anonymous": sum(r["anonymous"] for r in links),
             "bot": sum(r["bot"] for r in links),
         },
+        # The hidden honeypot link is no link of the campaign's: its hits count as bots only.
         "links": [
-            {"url": r["url"], "name": r["name"], **{k: r[k] for k in LINK_COUNTS}} for r in links
+            {"url": r["url"], "name": r["name"], **{k: r[k] for k in LINK_COUNTS}}
+            for r in links
+            if r["purpose"] == "content"
         ],
     }
 

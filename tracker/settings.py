@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import secrets
@@ -33,6 +34,7 @@ class Settings:
     base_url: str | None = None
     secret_keys: tuple[bytes, ...] = field(default=(), repr=False)
     smtp: SmtpTarget | None = None
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -50,6 +52,7 @@ class Settings:
             base_url=base_url,
             secret_keys=parse_secret_keys(keys) if keys else (),
             smtp=parse_smtp_url(smtp) if smtp else None,
+            trusted_proxies=parse_networks(env.get("FAIRCLICK_TRUSTED_PROXIES") or ""),
         )
 
     def require_base_url(self) -> str:
@@ -83,6 +86,20 @@ def parse_base_url(value: str) -> str:
             "use e.g. FAIRCLICK_BASE_URL=https://click.example.com"
         )
     return value.strip().rstrip("/")
+
+
+def parse_networks(value: str) -> tuple:
+    """Comma-separated addresses or networks (CIDR) of the proxies in front of the tracker."""
+    networks = []
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"FAIRCLICK_TRUSTED_PROXIES: {part!r} is not an IP address or network; "
+                "use e.g. FAIRCLICK_TRUSTED_PROXIES=10.0.0.0/8,192.0.2.7"
+            ) from None
+    return tuple(networks)
 
 
 def parse_secret_keys(value: str) -> tuple[bytes, ...]:

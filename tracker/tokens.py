@@ -59,3 +59,4 @@ class Tokens:
     def __init__(self, secret_keys: Sequence[bytes]):
         self.click = TokenCodec("click", secret_keys, id_count=2)
         self.preferences = TokenCodec("preferences", secret_keys, id_count=1)
+        self.opens = TokenCodec("open", secret_keys, id_count=1)

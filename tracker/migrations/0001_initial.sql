@@ -43,6 +43,8 @@ CREATE TABLE links (
     campaign_id bigint NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
     url         text NOT NULL,
     name        text NOT NULL DEFAULT '',
+    -- A honeypot link is hidden from people: only scanners follow it.
+    purpose     text NOT NULL DEFAULT 'content' CHECK (purpose IN ('content', 'honeypot')),
     UNIQUE (campaign_id, url, name)
 );
 
@@ -66,8 +68,10 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_claim_idx ON outbox (campaign_id, id) WHERE status IN ('queued', 'sending', 'deferred');
 
+-- Clicks and opens are partitioned by month (tracker/partitions.py creates months
+-- ahead), so retention can drop or de-identify a whole month at once.
 CREATE TABLE clicks (
-    id         bigserial PRIMARY KEY,
+    id         bigserial,
     link_id    bigint NOT NULL REFERENCES links (id) ON DELETE CASCADE,
     -- NULL for an anonymous click: then no IP and no user agent either.
     message_id bigint REFERENCES outbox (id) ON DELETE SET NULL,
@@ -76,14 +80,17 @@ CREATE TABLE clicks (
     bot_reason text,
     ip         inet,
     user_agent text,
+    PRIMARY KEY (id, clicked_at),
     CONSTRAINT anonymous_clicks_hold_nothing_personal
         CHECK (message_id IS NOT NULL OR (ip IS NULL AND user_agent IS NULL))
-);
+) PARTITION BY RANGE (clicked_at);
 CREATE INDEX clicks_link_idx ON clicks (link_id);
 CREATE INDEX clicks_message_idx ON clicks (message_id) WHERE message_id IS NOT NULL;
+-- Catches rows outside every monthly partition, so no click is ever refused.
+CREATE TABLE clicks_default PARTITION OF clicks DEFAULT;
 
 CREATE TABLE opens (
-    id          bigserial PRIMARY KEY,
+    id          bigserial,
     campaign_id bigint NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
     message_id  bigint REFERENCES outbox (id) ON DELETE SET NULL,
     opened_at   timestamptz NOT NULL DEFAULT now(),
@@ -91,6 +98,18 @@ CREATE TABLE opens (
     bot_reason  text,
     ip          inet,
     user_agent  text,
+    PRIMARY KEY (id, opened_at),
     CONSTRAINT anonymous_opens_hold_nothing_personal
         CHECK (message_id IS NOT NULL OR (ip IS NULL AND user_agent IS NULL))
+) PARTITION BY RANGE (opened_at);
+CREATE INDEX opens_campaign_idx ON opens (campaign_id);
+CREATE INDEX opens_message_idx ON opens (message_id) WHERE message_id IS NOT NULL;
+CREATE TABLE opens_default PARTITION OF opens DEFAULT;
+
+-- Spool files (clicks taken while the database was away) already replayed: a file
+-- is applied in the same transaction that records its name, so never twice.
+CREATE TABLE spool_replays (
+    name        text PRIMARY KEY,
+    rows        integer NOT NULL,
+    replayed_at timestamptz NOT NULL DEFAULT now()
 );

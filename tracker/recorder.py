@@ -1,0 +1,288 @@
+"""Group commit for clicks and opens: durable before acknowledged, spooled if the database is away.
+
+Requests hand their event to the recorder and wait. Flusher tasks take whatever
+has queued up and write it in one transaction; each waiting request is answered
+once its batch is committed. If PostgreSQL cannot be reached, the batch is
+appended to the local spool (fsync'd) instead, the requests are answered, and the
+spool is replayed — exactly once, by file — when the database is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+from tracker import metrics
+from tracker.queries import SQL
+from tracker.spool import Spool
+
+log = logging.getLogger(__name__)
+
+# Errors that mean "the database is not there", as opposed to a bug in a statement.
+UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+# Clicks this soon after the message went out are a scanner's: nobody opens and
+# reads that fast.
+TOO_SOON_SECONDS = 10
+TOO_SOON_REASON = f"within {TOO_SOON_SECONDS}s of delivery"
+
+
+class Outcome(enum.Enum):
+    STORED = "stored"
+    SPOOLED = "spooled"  # durable locally, replayed into the database later
+    INVALID = "invalid"  # no such message/link pair: the request gets a 404
+
+
+@dataclass(slots=True)
+class Click:
+    message_id: int
+    link_id: int
+    at: datetime
+    kind: str
+    reason: str | None
+    ip: str | None
+    user_agent: str | None
+
+
+@dataclass(slots=True)
+class Open:
+    message_id: int
+    at: datetime
+    kind: str
+    reason: str | None
+    ip: str | None
+    user_agent: str | None
+
+
+@dataclass(slots=True)
+class Result:
+    outcome: Outcome
+    key: tuple[int, datetime] | None = None  # a stored click's (id, clicked_at)
+
+
+def _to_row(event: Click | Open) -> list:
+    if isinstance(event, Click):
+        return [
+            "click",
+            event.message_id,
+            event.link_id,
+            event.at.isoformat(),
+            event.kind,
+            event.reason,
+            event.ip,
+            event.user_agent,
+        ]
+    return [
+        "open",
+        event.message_id,
+        event.at.isoformat(),
+        event.kind,
+        event.reason,
+        event.ip,
+        event.user_agent,
+    ]
+
+
+def _from_row(row: list) -> Click | Open:
+    if row[0] == "click":
+        _, message_id, link_id, at, kind, reason, ip, ua = row
+        return Click(message_id, link_id, datetime.fromisoformat(at), kind, reason, ip, ua)
+    _, message_id, at, kind, reason, ip, ua = row
+    return Open(message_id, datetime.fromisoformat(at), kind, reason, ip, ua)
+
+
+async def write_events(conn: asyncpg.Connection, events: list[Click | Open]) -> list[Result]:
+    """Insert clicks and opens (inside the caller's transaction); one Result per event."""
+    results = [Result(Outcome.INVALID) for _ in events]
+    clicks = [(i, e) for i, e in enumerate(events) if isinstance(e, Click)]
+    opens = [(i, e) for i, e in enumerate(events) if isinstance(e, Open)]
+    if clicks:
+        rows = await conn.fetch(
+            SQL.record_clicks,
+            [i for i, _ in clicks],
+            [e.message_id for _, e in clicks],
+            [e.link_id for _, e in clicks],
+            [e.at for _, e in clicks],
+            [e.kind for _, e in clicks],
+            [e.reason for _, e in clicks],
+            [e.ip for _, e in clicks],
+            [e.user_agent for _, e in clicks],
+            TOO_SOON_SECONDS,
+            TOO_SOON_REASON,
+        )
+        for row in rows:
+            results[row["ord"]] = Result(Outcome.STORED, (row["id"], row["clicked_at"]))
+    if opens:
+        rows = await conn.fetch(
+            SQL.record_opens,
+            [i for i, _ in opens],
+            [e.message_id for _, e in opens],
+            [e.at for _, e in opens],
+            [e.kind for _, e in opens],
+            [e.reason for _, e in opens],
+            [e.ip for _, e in opens],
+            [e.user_agent for _, e in opens],
+        )
+        for row in rows:
+            results[row["ord"]] = Result(Outcome.STORED)
+    return results
+
+
+class Recorder:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        spool: Spool,
+        *,
+        max_batch: int = 1000,
+        flushers: int = 2,
+        retry_seconds: float = 0.5,
+    ):
+        self.pool = pool
+        self.spool = spool
+        self.max_batch = max_batch
+        self.retry_seconds = retry_seconds
+        self.degraded = False
+        self._flusher_count = flushers
+        self._pending: list[tuple[Click | Open, asyncio.Future]] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._tasks: set[asyncio.Task] = set()
+        self._recovery: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        for _ in range(self._flusher_count):
+            self._keep(asyncio.create_task(self._flusher()))
+        # Files left by a process that died (or by our own last run) go in first.
+        self._start_recovery()
+
+    async def stop(self) -> None:
+        """Write everything still queued, then stop (SIGTERM path)."""
+        self._closing = True
+        self._wake.set()
+        flushers = [t for t in self._tasks if t is not self._recovery]
+        await asyncio.gather(*flushers, return_exceptions=True)
+        if self._recovery is not None:
+            self._recovery.cancel()
+            await asyncio.gather(self._recovery, return_exceptions=True)
+        self.spool.seal()
+
+    def _keep(self, task: asyncio.Task) -> asyncio.Task:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def record(self, event: Click | Open) -> Result:
+        if self._closing:
+            raise RuntimeError("the recorder is stopping")
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((event, future))
+        self._wake.set()
+        return await future
+
+    async def _flusher(self) -> None:
+        while True:
+            while not self._pending:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+            batch = self._pending[: self.max_batch]
+            del self._pending[: len(batch)]
+            await self._flush(batch)
+
+    async def _flush(self, batch: list[tuple[Click | Open, asyncio.Future]]) -> None:
+        events = [event for event, _ in batch]
+        metrics.BATCH_SIZE.observe(len(batch))
+        results = None
+        if not self.degraded:
+            try:
+                async with self.pool.acquire(timeout=2) as conn, conn.transaction():
+                    results = await write_events(conn, events)
+            except UNREACHABLE as exc:
+                log.warning("database unreachable (%s): spooling clicks locally", exc)
+                self._enter_degraded()
+            except Exception as exc:  # a bug, not an outage: keep the links working
+                log.exception("writing %d events failed", len(batch))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+        if results is None:
+            try:
+                await asyncio.to_thread(self.spool.append, [_to_row(e) for e in events])
+            except Exception as exc:  # disk full: nothing durable to promise
+                log.exception("spooling %d events failed", len(batch))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+            metrics.SPOOL_FILES.set(self.spool.depth())
+            results = [Result(Outcome.SPOOLED) for _ in events]
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    def _enter_degraded(self) -> None:
+        self.degraded = True
+        self._start_recovery()
+
+    def replay_soon(self) -> None:
+        """Look for spool files to replay (e.g. left by another worker that was killed)."""
+        self._start_recovery()
+
+    def _start_recovery(self) -> None:
+        if self._recovery is None or self._recovery.done():
+            self._recovery = self._keep(asyncio.create_task(self._recover()))
+
+    async def _recover(self) -> None:
+        """Wait for the database, then replay every spool file nobody is writing."""
+        while True:
+            try:
+                async with self.pool.acquire(timeout=2) as conn:
+                    await conn.fetchval("SELECT 1")
+                if self.degraded:
+                    log.warning("database reachable again: replaying the spool")
+                self.degraded = False
+                # A batch that was already on its way to the spool may land in a new
+                # file after the seal: go round until a pass finds nothing to replay.
+                self.spool.seal()
+                if await self.replay() == 0:
+                    return
+            except UNREACHABLE:
+                self.degraded = True
+                await asyncio.sleep(self.retry_seconds)
+
+    async def replay(self) -> int:
+        """Apply ready spool files, each exactly once; returns how many files it took."""
+        files = 0
+        with self.spool.ready_files() as paths:
+            for path in paths:
+                rows = await asyncio.to_thread(Spool.read, path)
+                async with self.pool.acquire(timeout=2) as conn, conn.transaction():
+                    if await conn.fetchval(SQL.claim_spool_file, path.name, len(rows)):
+                        for start in range(0, len(rows), self.max_batch):
+                            chunk = rows[start : start + self.max_batch]
+                            await write_events(conn, [_from_row(r) for r in chunk])
+                        log.warning("replayed %d spooled events from %s", len(rows), path)
+                # Only after the commit: a crash before this line leaves a file that the
+                # next replay recognises by name and merely deletes.
+                path.unlink()
+                files += 1
+        metrics.SPOOL_FILES.set(self.spool.depth())
+        return files
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,49 @@
+"""Link targets, cached in the process: a link's URL never changes once stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from tracker import metrics
+from tracker.queries import SQL
+from tracker.recorder import UNREACHABLE
+
+MAX_CACHED = 200_000
+
+
+class TargetsUnavailable(Exception):
+    """The link is not cached and the database cannot be asked."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    url: str
+    campaign_id: int
+    honeypot: bool
+
+
+class TargetCache:
+    def __init__(self, pool: asyncpg.Pool):
+        self.pool = pool
+        self._targets: dict[int, Target] = {}
+
+    async def get(self, link_id: int) -> Target | None:
+        target = self._targets.get(link_id)
+        if target is not None:
+            metrics.LINK_CACHE.labels("hit").inc()
+            return target
+        metrics.LINK_CACHE.labels("miss").inc()
+        try:
+            async with self.pool.acquire(timeout=2) as conn:
+                row = await conn.fetchrow(SQL.link_target, link_id, timeout=2)
+        except UNREACHABLE as exc:
+            raise TargetsUnavailable from exc
+        if row is None:
+            return None  # not cached: a link id can be created later by a send
+        if len(self._targets) >= MAX_CACHED:
+            self._targets.clear()
+        target = Target(row["url"], row["campaign_id"], row["honeypot"])
+        self._targets[link_id] = target
+        return target
