@@ -34,8 +34,11 @@ async def connected(
 
 
 async def cmd_migrate(args, settings: Settings) -> int:
+    from tracker.partitions import ensure_partitions
+
     async with connected(settings, check_schema=False) as pool, pool.acquire() as conn:
         applied = await schema.migrate(conn)
+        await ensure_partitions(conn)
     if applied:
         for m in applied:
             print(f"applied {m.version:04d}_{m.name}")
@@ -56,8 +59,19 @@ def cmd_serve(args, settings: Settings) -> int:
             await schema.ensure_current(conn)
 
     asyncio.run(check())
-    # run_app stops on SIGINT and SIGTERM: it stops accepting, finishes requests, closes the pool.
-    web.run_app(create_app(settings), host=args.host, port=args.port, print=_serving(args))
+    if args.workers > 1:
+        from fairclick.workers import serve_workers
+
+        return serve_workers(args.host, args.port, args.workers)
+    # run_app stops on SIGINT and SIGTERM: it stops accepting, finishes the requests in
+    # hand, then the app's cleanup flushes every queued click before the process exits.
+    web.run_app(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        reuse_port=args.reuse_port,
+        print=None if args.quiet else _serving(args),
+    )
     return 0
 
 
@@ -172,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--migrate", action="store_true", help="apply pending migrations first")
+    p.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)"
+    )
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(run=cmd_serve, sync=True)
 
     p = sub.add_parser("migrate", help="apply pending database migrations")

@@ -1,0 +1,68 @@
+"""`fairclick serve --workers N`: N tracker processes sharing one port (SO_REUSEPORT).
+
+The parent only supervises: it starts the workers, restarts one that dies, and on
+SIGTERM/SIGINT passes the signal on and waits for each to flush and exit.
+Workers share nothing but PostgreSQL (and the data dir's spool folder, whose
+files any worker may replay).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+RESTART_PAUSE_SECONDS = 1.0
+STOP_TIMEOUT_SECONDS = 90
+
+
+def serve_workers(host: str, port: int, count: int) -> int:
+    # Prometheus counters of all workers are merged through files in this folder.
+    metrics_dir = tempfile.mkdtemp(prefix="fairclick-metrics-")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    command = [sys.executable, "-m", "fairclick.cli", "serve", "--host", host]
+    command += ["--port", str(port), "--reuse-port", "--quiet"]
+    stopping = False
+
+    def start_worker() -> subprocess.Popen:
+        return subprocess.Popen(command, env=env)  # noqa: S603 - our own interpreter and args
+
+    def stop(signum, _frame):
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+
+    workers = [start_worker() for _ in range(count)]
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    print(f"fairclick tracker on http://{host}:{port}, {count} workers (Ctrl-C stops)", flush=True)
+    try:
+        while not stopping:
+            for i, worker in enumerate(workers):
+                if worker.poll() is not None and not stopping:
+                    print(
+                        f"fairclick: worker {worker.pid} exited ({worker.returncode}); "
+                        "starting another",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    time.sleep(RESTART_PAUSE_SECONDS)
+                    workers[i] = start_worker()
+            time.sleep(0.2)
+        codes = []
+        for worker in workers:
+            try:
+                codes.append(worker.wait(STOP_TIMEOUT_SECONDS))
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                codes.append(worker.wait())
+        return 0 if all(code == 0 for code in codes) else 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
