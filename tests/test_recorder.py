@@ -1,0 +1,115 @@
+"""Group commit and the spool: acknowledged means durable, replay applies each file once."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestServer
+from helpers import tracked_links
+
+from tracker.app import create_app
+from tracker.recorder import Click, Outcome, Recorder
+from tracker.spool import Spool
+
+
+@pytest.fixture
+async def message_and_link(pool, mailbox, add_recipients, make_campaign, deliver):
+    await add_recipients("email,tracking_consent\nyes@example.com,yes\n")
+    await make_campaign('<a href="https://example.com/x">x</a>')
+    await deliver("c")
+    row = await pool.fetchrow(
+        "SELECT m.id AS message_id, l.id AS link_id FROM outbox m"
+        " JOIN links l ON l.campaign_id = m.campaign_id AND l.purpose = 'content'"
+    )
+    return row["message_id"], row["link_id"]
+
+
+def click(message_id: int, link_id: int, agent: str) -> Click:
+    return Click(message_id, link_id, datetime.now(UTC), "human", None, "192.0.2.0", agent)
+
+
+async def test_batches_are_stored_before_the_answer(pool, tmp_path, message_and_link):
+    recorder = Recorder(pool, Spool(tmp_path / "spool"))
+    await recorder.start()
+    try:
+        results = [await recorder.record(click(*message_and_link, f"a{i}")) for i in range(3)]
+        bad = await recorder.record(click(message_and_link[0], 999_999, "nope"))
+    finally:
+        await recorder.stop()
+    assert [r.outcome for r in results] == [Outcome.STORED] * 3
+    assert bad.outcome is Outcome.INVALID
+    assert await pool.fetchval("SELECT count(*) FROM clicks") == 3
+
+
+async def test_unreachable_database_spools_then_replays_exactly_once(
+    pool, tmp_path, message_and_link
+):
+    # A pool to a port where nothing listens: every acquire fails like a database that is down.
+    down = await asyncpg.create_pool("postgresql://x@127.0.0.1:9/x", min_size=0, max_size=1)
+    spool = Spool(tmp_path / "spool")
+    recorder = Recorder(down, spool, retry_seconds=0.01)
+    await recorder.start()
+    try:
+        result = await recorder.record(click(*message_and_link, "while-down"))
+        assert result.outcome is Outcome.SPOOLED and recorder.degraded
+        assert spool.depth() == 1
+        spooled = next((tmp_path / "spool").glob("*.spool"))
+        assert b"while-down" in spooled.read_bytes()  # on disk before the answer
+        kept = tmp_path / "copy.spool"
+        shutil.copy(spooled, kept)
+        spool.seal()
+        recorder.pool = pool  # the database is back
+        assert await recorder.replay() == 1
+        # The same file again (say the process died before deleting it): recognised, not re-applied.
+        shutil.copy(kept, tmp_path / "spool" / spooled.name)
+        assert await recorder.replay() == 1
+    finally:
+        await recorder.stop()
+        await down.close()
+    assert await pool.fetchval("SELECT count(*) FROM clicks WHERE user_agent = 'while-down'") == 1
+    assert spool.depth() == 0
+
+
+async def test_a_line_cut_short_by_a_crash_is_ignored(pool, tmp_path, message_and_link):
+    spool = Spool(tmp_path / "spool")
+    spool.append([["click", *message_and_link, datetime.now(UTC).isoformat(), "human", None,
+                   None, "whole"]])  # fmt: skip
+    spool.seal()
+    path = next((tmp_path / "spool").glob("*.spool"))
+    with path.open("ab") as f:
+        f.write(b'["click", 1, 2, "2026-')
+    recorder = Recorder(pool, spool)
+    assert await recorder.replay() == 1
+    agents = [r["user_agent"] for r in await pool.fetch("SELECT user_agent FROM clicks")]
+    assert agents == ["whole"]
+
+
+@pytest.mark.parametrize(
+    ("trusted", "forwarded", "stored"),
+    [
+        ("", "203.0.113.77", "127.0.0.0"),  # nobody trusted: the header is anyone's to forge
+        ("127.0.0.1", "203.0.113.77", "203.0.113.0"),
+        ("127.0.0.0/8", "198.51.100.9, 203.0.113.77, 127.0.0.5", "203.0.113.0"),
+        ("127.0.0.1", "2001:db8:abcd:12::1", "2001:db8:abcd::"),
+    ],
+)
+async def test_forwarded_for_is_believed_only_from_trusted_proxies(
+    pool, settings, http, message_and_link, mailbox, tracker_port, trusted, forwarded, stored
+):
+    from tracker.settings import parse_networks
+
+    app = create_app(replace(settings, trusted_proxies=parse_networks(trusted)), pool=pool)
+    server = TestServer(app, host="127.0.0.1", port=tracker_port)
+    await server.start_server()
+    try:
+        link = tracked_links(mailbox.messages()[0].get_body(("html",)).get_content())[0]
+        headers = {"X-Forwarded-For": forwarded}
+        async with http.get(link, allow_redirects=False, headers=headers) as response:
+            assert response.status == 302
+    finally:
+        await server.close()
+    assert await pool.fetchval("SELECT host(ip) FROM clicks") == stored
