@@ -115,6 +115,34 @@ async def cmd_campaign_create(args, settings: Settings) -> int:
     return 0
 
 
+async def cmd_campaign_status(args, settings: Settings) -> int:
+    from mailer.campaigns import set_status
+
+    async with connected(settings) as pool, pool.acquire() as conn:
+        status = await set_status(conn, args.name, args.campaign_command)
+    print(f"campaign {args.name!r} is {status}")
+    return 0
+
+
+async def cmd_worker(args, settings: Settings) -> int:
+    import signal
+
+    from mailer.delivery import Delivery
+
+    settings = settings.with_secret_keys()
+    async with connected(settings) as pool:
+        delivery = Delivery(pool, settings, until_idle=False)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # Stop claiming; messages in hand are finished and recorded before exit.
+            loop.add_signal_handler(sig, delivery.stop)
+        print("fairclick worker delivering queued mail (Ctrl-C stops)", flush=True)
+        progress = await delivery.run()
+    c = progress.counts
+    print(f"worker stopped: sent {c['sent']}, deferred {c['deferred']}, failed {c['failed']}")
+    return 0
+
+
 async def cmd_preview(args, settings: Settings) -> int:
     from mailer.preview import preview_message
 
@@ -141,8 +169,13 @@ async def cmd_send(args, settings: Settings) -> int:
     c = progress.counts
     print(
         f"{args.name}: sent {c['sent']}, deferred {c['deferred']}, failed {c['failed']}, "
-        f"skipped {c['skipped']} in this run"
+        f"skipped {c['skipped']}, unknown {c['unknown']} in this run"
     )
+    if c["unknown"]:
+        print(
+            "unknown: the connection broke after the message was handed over, so the server "
+            "may have it; these are not resent automatically (see `fairclick report`)"
+        )
     if c["deferred"]:
         print("deferred messages are retried later: run `fairclick send` again to retry them")
     return 0
@@ -213,6 +246,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", required=True, metavar="FILE")
     p.add_argument("--text", metavar="FILE", help="text template (default: generated from HTML)")
     p.set_defaults(run=cmd_campaign_create)
+    for action, text in (
+        ("pause", "stop delivering a campaign for now (the queue is kept)"),
+        ("resume", "deliver a paused campaign again"),
+        ("cancel", "never deliver the rest of a campaign"),
+    ):
+        p = campaign.add_parser(action, help=text)
+        p.add_argument("name")
+        p.set_defaults(run=cmd_campaign_status)
+
+    p = sub.add_parser("worker", help="deliver queued mail of all active campaigns, as a daemon")
+    p.set_defaults(run=cmd_worker)
 
     p = sub.add_parser("preview", help="print the message one recipient would get")
     p.add_argument("name")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from mailer.sending import SendProgress
+from mailer.delivery import SendProgress
 
 WIDTH = 30
 
@@ -27,7 +27,7 @@ class ProgressBar:
         return (
             f"[{'#' * filled}{'.' * (WIDTH - filled)}] {p.done}/{p.total}  "
             f"sent {c['sent']}  deferred {c['deferred']}  failed {c['failed']}  "
-            f"skipped {c['skipped']}  {rate:.1f}/s  ETA {eta:.0f}s"
+            f"skipped {c['skipped']}  unknown {c['unknown']}  {rate:.1f}/s  ETA {eta:.0f}s"
         )
 
     def __call__(self, p: SendProgress) -> None:

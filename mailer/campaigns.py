@@ -102,3 +102,17 @@ async def load_campaign(conn: asyncpg.Connection, name: str) -> asyncpg.Record:
     if campaign is None:
         raise NotFound(f"no campaign named {name!r}: see `fairclick campaign create --help`")
     return campaign
+
+
+async def set_status(conn: asyncpg.Connection, name: str, action: str) -> str:
+    """pause, resume or cancel a campaign; returns its new status."""
+    status = {"pause": "paused", "resume": "active", "cancel": "cancelled"}[action]
+    async with conn.transaction():
+        campaign = await load_campaign(conn, name)
+        if campaign["status"] == "cancelled" and action != "cancel":
+            raise FairclickError(f"campaign {name!r} was cancelled; it cannot be {status} again")
+        await conn.execute(SQL.set_campaign_status, name, status)
+        if action == "cancel":
+            # Queued and deferred messages will never go; what is sent stays sent.
+            await conn.execute(SQL.cancel_outbox, campaign["id"])
+    return status

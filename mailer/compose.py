@@ -14,7 +14,8 @@ import asyncpg
 from mailer.message import build_message, parse_from_address
 from mailer.queries import SQL
 from mailer.rewrite import find_links, rewrite_links
-from mailer.templates import CampaignTemplates
+from mailer.templates import CampaignTemplates, html_to_text
+from mailer.text_links import find_text_links, replace_text_links
 from tracker.tokens import Tokens
 
 HONEYPOT_NAME = "fairclick-honeypot"
@@ -115,6 +116,25 @@ class Composer:
     def domain(self) -> str:
         return urlsplit(self.base_url).hostname or "localhost"
 
+    @property
+    def _preferences_prefix(self) -> str:
+        return f"{self.base_url}/p/"
+
+    async def _tracked_url(
+        self, conn: asyncpg.Connection, message_id: int, url: str, name: str
+    ) -> str:
+        link_id = await self.links.id_for(conn, url, name)
+        return f"{self.base_url}/c/{self.tokens.click.encode(message_id, link_id)}"
+
+    async def _track_text(self, conn: asyncpg.Connection, text: str, message_id: int) -> str:
+        links = [
+            link
+            for link in find_text_links(text)
+            if not link[2].startswith(self._preferences_prefix)
+        ]
+        tracked = {url: await self._tracked_url(conn, message_id, url, "") for _, _, url in links}
+        return replace_text_links(text, links, tracked.get)
+
     async def _add_machine_markers(
         self, conn: asyncpg.Connection, html: str, recipient: Recipient, message_id: int
     ) -> str:
@@ -144,24 +164,33 @@ class Composer:
             template_context(recipient, self.campaign["name"], preferences_url)
         )
         html = None
-        if recipient.format == "html":
-            spots = find_links(rendered.html, skip_prefixes=(f"{self.base_url}/p/",))
-            tracked = {}
-            for spot in spots:
-                link_id = await self.links.id_for(conn, spot.url, spot.name or "")
-                tracked[spot.start] = (
-                    f"{self.base_url}/c/{self.tokens.click.encode(message_id, link_id)}"
-                )
-            html = rewrite_links(rendered.html, spots, lambda spot: tracked[spot.start])
-            html = await self._add_machine_markers(conn, html, recipient, message_id)
         # A text-only recipient gets the text with its original links: nothing trackable.
         # (The preference link in it is signed for them, but visiting it records nothing.)
+        text = rendered.text
+        if recipient.format == "html":
+            spots = find_links(rendered.html, skip_prefixes=(self._preferences_prefix,))
+            tracked = {}
+            for spot in spots:
+                tracked[spot.start] = await self._tracked_url(
+                    conn, message_id, spot.url, spot.name or ""
+                )
+            html = rewrite_links(rendered.html, spots, lambda spot: tracked[spot.start])
+            if recipient.tracking_consent:
+                # Who agreed to tracking has the text part's links tracked as well.
+                text = (
+                    html_to_text(html)
+                    if text is None
+                    else await self._track_text(conn, text, message_id)
+                )
+            html = await self._add_machine_markers(conn, html, recipient, message_id)
+        if text is None:
+            text = html_to_text(rendered.html)
         return build_message(
             sender=parse_from_address(self.campaign["from_address"]),
             to_email=recipient.email,
             to_name=recipient.name,
             subject=rendered.subject,
-            text=rendered.text,
+            text=text,
             html=html,
             domain=self.domain,
             unsubscribe_url=preferences_url,

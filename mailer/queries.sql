@@ -19,33 +19,50 @@ SELECT id, email, name, format, tracking_consent, attributes, unsubscribed_at IS
 FROM recipients WHERE lower(email) = lower($1)
 
 -- name: queue_campaign
--- One row per subscribed recipient; the unique key makes re-running a no-op.
+-- One row per subscribed, not suppressed recipient; the unique key makes re-running a no-op.
 INSERT INTO outbox (campaign_id, recipient_id)
-SELECT $1, id FROM recipients WHERE unsubscribed_at IS NULL
+SELECT $1, r.id FROM recipients r
+WHERE r.unsubscribed_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.email = lower(r.email))
 ON CONFLICT (campaign_id, recipient_id) DO NOTHING
 
 -- name: claim_messages
 -- Queued rows, deferred rows whose time has come, and rows whose sender died
--- (lease expired). SKIP LOCKED lets several senders share one outbox.
+-- (lease expired), of active campaigns ($1 NULL: any campaign). SKIP LOCKED lets
+-- several senders share one outbox without ever taking the same row.
 WITH claimed AS (
-    SELECT id FROM outbox
-    WHERE campaign_id = $1
-      AND (status = 'queued'
-           OR (status = 'deferred' AND retry_at <= now())
-           OR (status = 'sending' AND lease_until < now()))
-    ORDER BY id
+    SELECT o.id FROM outbox o
+    JOIN campaigns c ON c.id = o.campaign_id AND c.status = 'active'
+    WHERE ($1::bigint IS NULL OR o.campaign_id = $1)
+      AND (o.status = 'queued'
+           OR (o.status = 'deferred' AND o.retry_at <= now())
+           OR (o.status = 'sending' AND o.lease_until < now()))
+    ORDER BY o.id
     LIMIT $2
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF o SKIP LOCKED
 )
 UPDATE outbox o
 SET status = 'sending', lease_until = now() + make_interval(secs => $3), attempts = o.attempts + 1
 FROM claimed
 WHERE o.id = claimed.id
-RETURNING o.id, o.recipient_id, o.attempts
+RETURNING o.id, o.campaign_id, o.recipient_id, o.attempts
+
+-- name: extend_leases
+UPDATE outbox SET lease_until = now() + make_interval(secs => $2)
+WHERE id = ANY($1::bigint[]) AND status = 'sending'
+
+-- name: due_messages
+SELECT count(*) FROM outbox o JOIN campaigns c ON c.id = o.campaign_id AND c.status = 'active'
+WHERE ($1::bigint IS NULL OR o.campaign_id = $1)
+  AND (o.status = 'queued'
+       OR (o.status = 'deferred' AND o.retry_at <= now())
+       OR (o.status = 'sending' AND o.lease_until < now()))
 
 -- name: recipients_by_ids
-SELECT id, email, name, format, tracking_consent, attributes, unsubscribed_at IS NULL AS subscribed
-FROM recipients WHERE id = ANY($1::bigint[])
+SELECT r.id, r.email, r.name, r.format, r.tracking_consent, r.attributes,
+       r.unsubscribed_at IS NULL AS subscribed,
+       EXISTS (SELECT 1 FROM suppressions s WHERE s.email = lower(r.email)) AS suppressed
+FROM recipients r WHERE r.id = ANY($1::bigint[])
 
 -- name: message_of
 SELECT id FROM outbox WHERE campaign_id = $1 AND recipient_id = $2
@@ -63,14 +80,23 @@ UPDATE outbox SET status = 'deferred', smtp_reply = $2, lease_until = NULL,
                   retry_at = now() + make_interval(secs => $3)
 WHERE id = $1
 
+-- name: mark_unknown
+UPDATE outbox SET status = 'unknown', smtp_reply = $2, lease_until = NULL WHERE id = $1
+
+-- name: suppress_recipient
+INSERT INTO suppressions (email, reason)
+SELECT lower(email), $2 FROM recipients WHERE id = $1
+ON CONFLICT DO NOTHING
+
+-- name: set_campaign_status
+UPDATE campaigns SET status = $2 WHERE name = $1 RETURNING id
+
+-- name: cancel_outbox
+UPDATE outbox SET status = 'cancelled', lease_until = NULL
+WHERE campaign_id = $1 AND status IN ('queued', 'deferred')
+
 -- name: mark_skipped
 UPDATE outbox SET status = 'skipped', smtp_reply = $2, lease_until = NULL WHERE id = $1
-
--- name: outbox_counts
-SELECT status, count(*) AS n FROM outbox WHERE campaign_id = $1 GROUP BY status
-
--- name: next_retry
-SELECT min(retry_at) FROM outbox WHERE campaign_id = $1 AND status = 'deferred'
 
 -- name: link_ids
 SELECT url, name, id FROM links WHERE campaign_id = $1
@@ -94,3 +120,6 @@ JOIN links l ON l.campaign_id = m.campaign_id
 WHERE m.campaign_id = $1 AND m.status = 'sent' AND m.format = 'html'
 ORDER BY r.tracking_consent DESC, m.id, l.id
 LIMIT 1
+
+-- name: campaign_by_id
+SELECT * FROM campaigns WHERE id = $1

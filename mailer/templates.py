@@ -50,7 +50,7 @@ class RenderFailed(Exception):
 class Rendered:
     subject: str
     html: str
-    text: str
+    text: str | None  # None: the campaign has no text template (generate it from HTML)
 
 
 def _environment(sources: dict[str, str], *, autoescape: bool) -> jinja2.Environment:
@@ -130,10 +130,7 @@ class CampaignTemplates:
             except Exception as exc:  # any error inside a template is the template's problem
                 raise RenderFailed(_render_error(exc, filename)) from exc
         subject = " ".join(parts["subject"].split())  # one line, so no header can be injected
-        text = parts.get("text")
-        if text is None:
-            text = html_to_text(parts["html"])
-        return Rendered(subject=subject, html=parts["html"], text=text)
+        return Rendered(subject=subject, html=parts["html"], text=parts.get("text"))
 
 
 class CompileFailed(Exception):

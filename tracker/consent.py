@@ -62,5 +62,6 @@ async def erase(conn: asyncpg.Connection, email: str) -> bool:
         await conn.execute(SQL.anonymise_clicks_of, recipient_id)
         await conn.execute(SQL.anonymise_opens_of, recipient_id)
         await conn.execute(SQL.forget_messages_of, recipient_id)
+        await conn.execute(SQL.forget_suppression, email.strip())
         await conn.execute(SQL.delete_recipient, recipient_id)  # consent events cascade
     return True

@@ -48,6 +48,9 @@ WHERE message_id IN (SELECT id FROM outbox WHERE recipient_id = $1)
 -- The server's reply may quote the address; the row itself stays for the counts.
 UPDATE outbox SET smtp_reply = NULL, recipient_id = NULL WHERE recipient_id = $1
 
+-- name: forget_suppression
+DELETE FROM suppressions WHERE email = lower($1)
+
 -- name: delete_recipient
 DELETE FROM recipients WHERE id = $1
 
@@ -58,6 +61,8 @@ SELECT id FROM campaigns WHERE name = $1
 SELECT count(*) FILTER (WHERE status = 'sent') AS sent,
        count(*) FILTER (WHERE status = 'failed') AS failed,
        count(*) FILTER (WHERE status IN ('queued', 'sending', 'deferred')) AS pending,
+       count(*) FILTER (WHERE status = 'unknown') AS unknown,
+       count(*) FILTER (WHERE status = 'skipped') AS skipped,
        count(*) FILTER (WHERE status = 'sent' AND format = 'html') AS html,
        count(*) FILTER (WHERE status = 'sent' AND format = 'text') AS text
 FROM outbox WHERE campaign_id = $1

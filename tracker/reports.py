@@ -27,6 +27,9 @@ async def campaign_report(conn: asyncpg.Connection, name: str) -> dict:
         "sent": messages["sent"],
         "failed": messages["failed"],
         "pending": messages["pending"],
+        # Connection lost after DATA: maybe delivered, never resent automatically.
+        "unknown": messages["unknown"],
+        "skipped": messages["skipped"],
         "recipients": {"html": messages["html"], "text": messages["text"]},
         "clicks": {
             "total": sum(r["total"] for r in links),
@@ -61,7 +64,8 @@ def as_table(report: dict) -> str:
     clicks = report["clicks"]
     lines = [
         f"Campaign {report['campaign']}",
-        f"  sent {report['sent']}   failed {report['failed']}   pending {report['pending']}",
+        f"  sent {report['sent']}   failed {report['failed']}   pending {report['pending']}   "
+        f"unknown {report['unknown']} (maybe delivered, not resent)   skipped {report['skipped']}",
         f"  recipients: {report['recipients']['html']} HTML, {report['recipients']['text']} "
         "text-only (text-only mail carries no tracked links)",
         f"  clicks: {clicks['total']} total, {clicks['unique']} unique recipients, "

@@ -28,6 +28,13 @@ class SmtpTarget:
 
 
 @dataclass(frozen=True)
+class DkimSettings:
+    domain: str
+    selector: str
+    private_key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     database_url: str | None = None
@@ -35,6 +42,10 @@ class Settings:
     secret_keys: tuple[bytes, ...] = field(default=(), repr=False)
     smtp: SmtpTarget | None = None
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    smtp_connections: int = 4
+    smtp_rate: float = 0.0  # messages per second over all connections; 0 = no limit
+    send_lease_seconds: float = 60.0
+    dkim: DkimSettings | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -53,6 +64,10 @@ class Settings:
             secret_keys=parse_secret_keys(keys) if keys else (),
             smtp=parse_smtp_url(smtp) if smtp else None,
             trusted_proxies=parse_networks(env.get("FAIRCLICK_TRUSTED_PROXIES") or ""),
+            smtp_connections=int(_number(env, "FAIRCLICK_SMTP_CONNECTIONS", 4, minimum=1)),
+            smtp_rate=_number(env, "FAIRCLICK_SMTP_RATE", 0.0, minimum=0),
+            send_lease_seconds=_number(env, "FAIRCLICK_SEND_LEASE_SECONDS", 60.0, minimum=1),
+            dkim=parse_dkim(env),
         )
 
     def require_base_url(self) -> str:
@@ -86,6 +101,39 @@ def parse_base_url(value: str) -> str:
             "use e.g. FAIRCLICK_BASE_URL=https://click.example.com"
         )
     return value.strip().rstrip("/")
+
+
+def _number(env: dict, name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be a number of at least {minimum:g}")
+    return value
+
+
+def parse_dkim(env: dict) -> DkimSettings | None:
+    names = ("FAIRCLICK_DKIM_DOMAIN", "FAIRCLICK_DKIM_SELECTOR", "FAIRCLICK_DKIM_KEY_FILE")
+    values = [env.get(n) or "" for n in names]
+    if not any(values):
+        return None
+    missing = [n for n, v in zip(names, values, strict=True) if not v]
+    if missing:
+        raise ConfigError(f"DKIM signing needs all of {', '.join(names)}; missing {missing[0]}")
+    domain, selector, key_file = values
+    try:
+        key = Path(key_file).expanduser().read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"FAIRCLICK_DKIM_KEY_FILE={key_file}: cannot read it ({exc.strerror})"
+        ) from None
+    if b"PRIVATE KEY" not in key:
+        raise ConfigError(f"FAIRCLICK_DKIM_KEY_FILE={key_file}: not a PEM private key")
+    return DkimSettings(domain=domain.strip(), selector=selector.strip(), private_key=key)
 
 
 def parse_networks(value: str) -> tuple:

@@ -34,6 +34,9 @@ CREATE TABLE campaigns (
     html_filename    text NOT NULL,
     text_template    text,
     text_filename    text,
+    -- Workers deliver only active campaigns; pause keeps the queue, cancel ends it.
+    status           text NOT NULL DEFAULT 'active'
+                     CHECK (status IN ('active', 'paused', 'cancelled')),
     created_at       timestamptz NOT NULL DEFAULT now()
 );
 
@@ -54,8 +57,11 @@ CREATE TABLE outbox (
     id             bigserial PRIMARY KEY,
     campaign_id    bigint NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
     recipient_id   bigint REFERENCES recipients (id) ON DELETE SET NULL,
+    -- unknown: the connection broke after DATA, so the server may have the message
+    -- (RFC 1047); it is never resent automatically.
     status         text NOT NULL DEFAULT 'queued'
-                   CHECK (status IN ('queued', 'sending', 'sent', 'deferred', 'failed', 'skipped')),
+                   CHECK (status IN ('queued', 'sending', 'sent', 'deferred', 'failed',
+                                     'skipped', 'unknown', 'cancelled')),
     format         text CHECK (format IN ('html', 'text')),
     attempts       integer NOT NULL DEFAULT 0,
     lease_until    timestamptz,
@@ -66,7 +72,15 @@ CREATE TABLE outbox (
     sent_at        timestamptz,
     UNIQUE (campaign_id, recipient_id)
 );
-CREATE INDEX outbox_claim_idx ON outbox (campaign_id, id) WHERE status IN ('queued', 'sending', 'deferred');
+CREATE INDEX outbox_claim_idx ON outbox (campaign_id, id)
+    WHERE status IN ('queued', 'sending', 'deferred');
+
+-- Addresses the receiving server said do not exist (5.1.1): no campaign mails them again.
+CREATE TABLE suppressions (
+    email      text PRIMARY KEY,  -- lower-cased
+    reason     text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
 
 -- Clicks and opens are partitioned by month (tracker/partitions.py creates months
 -- ahead), so retention can drop or de-identify a whole month at once.

@@ -1,0 +1,374 @@
+"""Delivering the outbox over SMTP: pooled connections, a smooth rate, retries, leases.
+
+Rows move queued → sending (leased) → sent | deferred (retry_at) | failed |
+unknown. Senders claim a few rows at a time with FOR UPDATE SKIP LOCKED and
+keep their leases alive while they work, so a killed sender's rows return to the
+pool once its lease lapses; a claimed row it never tried is simply sent later,
+and only a message in the middle of its SMTP transaction can arrive twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.policy import SMTP
+
+import aiosmtplib
+import asyncpg
+
+from mailer import dkim
+from mailer.campaigns import compile_templates
+from mailer.compose import Composer, LinkRegistry, Recipient
+from mailer.queries import SQL
+from tracker.errors import FairclickError
+from tracker.settings import Settings, SmtpTarget
+from tracker.tokens import Tokens
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+FIRST_RETRY_SECONDS = 60
+IDLE_POLL_SECONDS = 1.0
+# A 421 or 4.7.x means "slow down" from that destination: wait this long at first,
+# doubling while it keeps saying so.
+DOMAIN_PAUSE_SECONDS = 30.0
+DOMAIN_PAUSE_MAX_SECONDS = 1800.0
+_ENHANCED = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+@dataclass
+class SendProgress:
+    total: int = 0
+    counts: Counter = field(default_factory=Counter)  # sent, failed, deferred, skipped, unknown
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.values())
+
+
+def retry_delay(attempts: int) -> float:
+    """Exponential backoff with jitter, so deferred messages don't return all at once."""
+    base = FIRST_RETRY_SECONDS * 2 ** (attempts - 1)
+    return base * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
+
+
+def enhanced_code(reply: str) -> str | None:
+    match = _ENHANCED.search(reply)
+    return match[1] if match else None
+
+
+class RateLimiter:
+    """At most `rate` sends a second overall, spaced evenly (no bursts at each second)."""
+
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = time.monotonic()
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        now = time.monotonic()
+        at = max(self._next, now)
+        self._next = at + self.interval
+        if at > now:
+            await asyncio.sleep(at - now)
+
+
+class DomainThrottle:
+    """Destinations that asked us to slow down (421, 4.7.x) wait before their next message."""
+
+    def __init__(self):
+        self._pause: dict[str, float] = {}
+        self._until: dict[str, float] = {}
+
+    def wait_for(self, domain: str) -> float:
+        return max(0.0, self._until.get(domain, 0.0) - time.monotonic())
+
+    def slow_down(self, domain: str) -> float:
+        pause = min(self._pause.get(domain, DOMAIN_PAUSE_SECONDS / 2) * 2, DOMAIN_PAUSE_MAX_SECONDS)
+        self._pause[domain] = pause
+        self._until[domain] = time.monotonic() + pause
+        return pause
+
+    def succeeded(self, domain: str) -> None:
+        self._pause.pop(domain, None)
+
+
+class SmtpConnection:
+    """One SMTP connection reused for many messages, reopened when the server drops it."""
+
+    def __init__(self, target: SmtpTarget):
+        self.target = target
+        self.client: aiosmtplib.SMTP | None = None
+
+    async def ensure(self) -> aiosmtplib.SMTP:
+        if self.client is not None and self.client.is_connected:
+            return self.client
+        t = self.target
+        client = aiosmtplib.SMTP(hostname=t.host, port=t.port, use_tls=t.use_tls, timeout=60)
+        try:
+            await client.connect()
+            if t.username:
+                await client.login(t.username, t.password or "")
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise FairclickError(
+                f"cannot use the SMTP server {t.host}:{t.port} ({exc}); check FAIRCLICK_SMTP_URL"
+            ) from exc
+        self.client = client
+        return client
+
+    def drop(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        self.client = None
+
+    async def close(self) -> None:
+        if self.client is not None and self.client.is_connected:
+            try:
+                await self.client.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                self.client.close()
+        self.client = None
+
+
+class AmbiguousDelivery(Exception):
+    """The connection failed after DATA: the server may or may not have the message."""
+
+
+async def transmit(connection: SmtpConnection, sender: str, recipient: str, data: bytes) -> str:
+    """One SMTP transaction; errors before DATA are safe to retry, after it they are not."""
+    client = await connection.ensure()
+    try:
+        await client.mail(sender)
+        await client.rcpt(recipient)
+    except aiosmtplib.SMTPResponseException:
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+            await client.rset()
+        raise
+    try:
+        response = await client.data(data)
+    except aiosmtplib.SMTPResponseException:
+        raise  # a definite answer from the server
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        connection.drop()
+        raise AmbiguousDelivery(str(exc)) from exc
+    return f"{response.code} {response.message}"
+
+
+class Delivery:
+    """Senders sharing the outbox: `send` (one campaign, until done) and `worker` (all, forever)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        *,
+        campaign_id: int | None = None,
+        on_progress: Callable[[SendProgress], None] | None = None,
+        until_idle: bool = True,
+    ):
+        self.pool = pool
+        self.settings = settings
+        self.campaign_id = campaign_id
+        self.on_progress = on_progress
+        self.until_idle = until_idle
+        self.progress = SendProgress()
+        self.tokens = Tokens(settings.secret_keys)
+        self.base_url = settings.require_base_url()
+        self.smtp_target = settings.require_smtp()
+        self.rate = RateLimiter(settings.smtp_rate)
+        self.domains = DomainThrottle()
+        self.stopping = asyncio.Event()
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._leased: set[int] = set()
+        self._composers: dict[int, Composer] = {}
+        self._progressed = asyncio.Event()  # a sender finished a message
+
+    def stop(self) -> None:
+        """Claim nothing more; messages already claimed are finished."""
+        self.stopping.set()
+
+    async def run(self) -> SendProgress:
+        connections = self.settings.smtp_connections
+        async with self.pool.acquire() as conn:
+            self.progress.total = await conn.fetchval(SQL.due_messages, self.campaign_id)
+        if self.progress.total and self.until_idle:
+            # Fail early with a clear message if the server cannot be reached at all.
+            probe = SmtpConnection(self.smtp_target)
+            await probe.ensure()
+            await probe.close()
+        senders = [asyncio.create_task(self._sender()) for _ in range(connections)]
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            await self._claimer(batch=connections * 2)
+        finally:
+            for _ in senders:
+                self._queue.put_nowait(None)
+            results = await asyncio.gather(*senders, return_exceptions=True)
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await self._release_unsent()
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+        return self.progress
+
+    async def _claimer(self, batch: int) -> None:
+        lease = self.settings.send_lease_seconds
+        while not self.stopping.is_set():
+            # Keep only a little claimed ahead: what is claimed but unsent waits for
+            # the lease if this process dies.
+            if self._queue.qsize() >= batch:
+                await self._next_progress(IDLE_POLL_SECONDS)
+                continue
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch(SQL.claim_messages, self.campaign_id, batch, lease)
+                people = {}
+                if rows:
+                    found = await conn.fetch(
+                        SQL.recipients_by_ids, [r["recipient_id"] for r in rows]
+                    )
+                    people = {r["id"]: r for r in found}
+            for row in rows:
+                self._leased.add(row["id"])
+                self._queue.put_nowait((row, people.get(row["recipient_id"])))
+            if not rows:
+                if self.until_idle and self._queue.empty() and not self._leased:
+                    return
+                await self._next_progress(IDLE_POLL_SECONDS)
+
+    async def _next_progress(self, seconds: float) -> None:
+        """Wait until a sender finishes a message, stop() is called, or the timeout passes."""
+        self._progressed.clear()
+        waits = [asyncio.ensure_future(self._progressed.wait()),
+                 asyncio.ensure_future(self.stopping.wait())]  # fmt: skip
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def _heartbeat(self) -> None:
+        lease = self.settings.send_lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            if self._leased:
+                with contextlib.suppress(asyncpg.PostgresError, OSError):
+                    await self.pool.execute(SQL.extend_leases, list(self._leased), lease)
+
+    async def _release_unsent(self) -> None:
+        unsent = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None:
+                unsent.append(item[0]["id"])
+        if unsent:
+            await self.pool.execute(SQL.release_claims, unsent)
+            self._leased.difference_update(unsent)
+
+    async def _composer(self, conn: asyncpg.Connection, campaign_id: int) -> Composer:
+        if campaign_id not in self._composers:
+            campaign = await conn.fetchrow(SQL.campaign_by_id, campaign_id)
+            composer = Composer(
+                campaign=campaign,
+                templates=compile_templates(campaign),
+                tokens=self.tokens,
+                base_url=self.base_url,
+                links=LinkRegistry(campaign_id),
+            )
+            await composer.links.load(conn)
+            self._composers[campaign_id] = composer
+        return self._composers[campaign_id]
+
+    async def _sender(self) -> None:
+        connection = SmtpConnection(self.smtp_target)
+        try:
+            while True:
+                item = await self._queue.get()
+                if item is None:
+                    return
+                row, person = item
+                try:
+                    outcome = await self._deliver(connection, row, person)
+                finally:
+                    self._leased.discard(row["id"])
+                    self._progressed.set()
+                self.progress.counts[outcome] += 1
+                if self.on_progress:
+                    self.on_progress(self.progress)
+        finally:
+            await connection.close()
+
+    async def _deliver(self, connection: SmtpConnection, row, person) -> str:
+        message_id = row["id"]
+        if person is None or not person["subscribed"] or person["suppressed"]:
+            reason = (
+                "erased before sending" if person is None
+                else "unsubscribed before sending" if not person["subscribed"]
+                else "address suppressed (it bounced as unknown)"
+            )  # fmt: skip
+            await self.pool.execute(SQL.mark_skipped, message_id, reason)
+            return "skipped"
+        recipient = Recipient.from_record(person)
+        domain = recipient.email.rpartition("@")[2].lower()
+        if wait := self.domains.wait_for(domain):
+            await self.pool.execute(
+                SQL.mark_deferred, message_id, f"{domain} asked us to slow down", wait
+            )
+            return "deferred"
+        async with self.pool.acquire() as conn:
+            composer = await self._composer(conn, row["campaign_id"])
+            message = await composer.compose(conn, recipient, message_id)
+        data = self._wire_bytes(message)
+        await self.rate.wait()
+        sender = message["From"].addresses[0].addr_spec
+        try:
+            reply = await transmit(connection, sender, recipient.email, data)
+        except AmbiguousDelivery as exc:
+            await self.pool.execute(
+                SQL.mark_unknown, message_id, f"connection lost after DATA: {exc}"
+            )
+            return "unknown"
+        except aiosmtplib.SMTPResponseException as exc:
+            return await self._refused(row, domain, exc.code, f"{exc.code} {exc.message}")
+        except FairclickError:
+            raise  # the server cannot be reached at all: stop with the clear message
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            connection.drop()
+            return await self._refused(row, domain, 421, f"connection problem: {exc}")
+        self.domains.succeeded(domain)
+        await self.pool.execute(
+            SQL.mark_sent, message_id, recipient.format, message["Message-ID"], reply
+        )
+        return "sent"
+
+    def _wire_bytes(self, message: EmailMessage) -> bytes:
+        data = message.as_bytes(policy=SMTP)
+        if self.settings.dkim is not None:
+            data = dkim.sign(data, self.settings.dkim)
+        return data
+
+    async def _refused(self, row, domain: str, code: int, reply: str) -> str:
+        enhanced = enhanced_code(reply) or ""
+        if code == 421 or enhanced.startswith("4.7."):
+            pause = self.domains.slow_down(domain)
+            log.warning("%s asked us to slow down (%s); pausing it %.0fs", domain, reply, pause)
+        if 400 <= code < 500 and row["attempts"] < MAX_ATTEMPTS:
+            await self.pool.execute(
+                SQL.mark_deferred, row["id"], reply, retry_delay(row["attempts"])
+            )
+            return "deferred"
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(SQL.mark_failed, row["id"], reply)
+            if enhanced == "5.1.1":  # no such user: later campaigns skip the address
+                await conn.execute(SQL.suppress_recipient, row["recipient_id"], reply)
+        return "failed"
