@@ -241,9 +241,18 @@ class Delivery:
             for row in rows:
                 self._leased.add(row["id"])
                 self._queue.put_nowait((row, people.get(row["recipient_id"])))
+            # Rows a dead sender held come back once its lease lapses: count them in.
+            self.progress.total = max(self.progress.total, self.progress.done + len(self._leased))
             if not rows:
                 if self.until_idle and self._queue.empty() and not self._leased:
-                    return
+                    # Rows another sender holds are finished by it, or come back here
+                    # when its lease lapses (it was killed): `send` ends only when none are left.
+                    async with self.pool.acquire() as conn:
+                        elsewhere = await conn.fetchval(
+                            SQL.in_flight_elsewhere, self.campaign_id, list(self._leased)
+                        )
+                    if not elsewhere:
+                        return
                 await self._next_progress(IDLE_POLL_SECONDS)
 
     async def _next_progress(self, seconds: float) -> None:
@@ -299,6 +308,11 @@ class Delivery:
                 row, person = item
                 try:
                     outcome = await self._deliver(connection, row, person)
+                except BaseException:
+                    # Nothing sensible to do with the rest: stop claiming and report. The row
+                    # in hand stays leased and returns to the outbox when the lease lapses.
+                    self.stop()
+                    raise
                 finally:
                     self._leased.discard(row["id"])
                     self._progressed.set()
@@ -325,10 +339,19 @@ class Delivery:
                 SQL.mark_deferred, message_id, f"{domain} asked us to slow down", wait
             )
             return "deferred"
-        async with self.pool.acquire() as conn:
-            composer = await self._composer(conn, row["campaign_id"])
-            message = await composer.compose(conn, recipient, message_id)
-        data = self._wire_bytes(message)
+        try:
+            async with self.pool.acquire() as conn:
+                composer = await self._composer(conn, row["campaign_id"])
+                message = await composer.compose(conn, recipient, message_id)
+            data = self._wire_bytes(message)
+        except (asyncpg.PostgresError, OSError):
+            raise
+        except Exception as exc:  # this recipient's message cannot be built; the rest can
+            log.warning("message %d to %s not built: %s", message_id, recipient.email, exc)
+            await self.pool.execute(
+                SQL.mark_failed, message_id, f"could not build the message: {exc!r}"
+            )
+            return "failed"
         await self.rate.wait()
         sender = message["From"].addresses[0].addr_spec
         try:

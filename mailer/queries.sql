@@ -123,3 +123,8 @@ LIMIT 1
 
 -- name: campaign_by_id
 SELECT * FROM campaigns WHERE id = $1
+
+-- name: in_flight_elsewhere
+-- Rows of the campaign some sender holds (or held, if it died: the lease will lapse).
+SELECT count(*) FROM outbox
+WHERE ($1::bigint IS NULL OR campaign_id = $1) AND status = 'sending' AND NOT (id = ANY($2::bigint[]))

@@ -1,0 +1,236 @@
+"""Delivery: SMTP replies handled as a marketer expects, connections reused, rate kept, DKIM."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import subprocess
+import time
+from dataclasses import replace
+
+import dkim
+import pytest
+from conftest import Mailbox
+from smtp_servers import DropsAfterData, RecordingServer, RefusingServer
+
+from mailer.campaigns import set_status
+from mailer.capture import start_capture_server
+from mailer.delivery import Delivery
+from mailer.sending import prepare_composer, queue_campaign, send_campaign
+from tracker.errors import FairclickError
+from tracker.settings import DkimSettings, SmtpTarget
+
+HTML = '<p>Hi {{ recipient.name }}</p><a href="https://example.com/x">x</a>'
+
+
+@pytest.fixture
+def server(tmp_path, settings):
+    """Start one of the servers above; returns (handler, settings pointing at it)."""
+    controllers = []
+
+    def start(kind=RecordingServer, **overrides):
+        controller = start_capture_server(tmp_path / f"smtp{len(controllers)}", handler=kind)
+        controllers.append(controller)
+        target = SmtpTarget("127.0.0.1", controller.port, use_tls=False)
+        return controller.handler, replace(settings, smtp=target, **overrides)
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+async def statuses(pool, campaign="c") -> dict[str, str]:
+    rows = await pool.fetch(
+        "SELECT r.email, m.status FROM outbox m JOIN recipients r ON r.id = m.recipient_id"
+        " JOIN campaigns c ON c.id = m.campaign_id WHERE c.name = $1",
+        campaign,
+    )
+    return {r["email"]: r["status"] for r in rows}
+
+
+def people(n: int, domain: str = "example.com") -> str:
+    return "email\n" + "".join(f"p{i}@{domain}\n" for i in range(n))
+
+
+async def test_refusals_slow_down_suppress_and_retry(pool, server, add_recipients, make_campaign):
+    handler, settings = server(RefusingServer)
+    await add_recipients(
+        "email\nok@example.com\nnobody@example.com\nlater@example.com\n"
+        "a@busy.example\nb@busy.example\n"
+    )
+    await make_campaign(HTML)
+    progress = await send_campaign(pool, settings, "c")
+    assert await statuses(pool) == {
+        "ok@example.com": "sent",
+        "nobody@example.com": "failed",
+        "later@example.com": "deferred",
+        "a@busy.example": "deferred",
+        "b@busy.example": "deferred",
+    }
+    assert progress.counts["sent"] == 1 and progress.counts["deferred"] == 3
+    # busy.example said "slow down" once; its second message waited instead of asking again.
+    assert sum(a.endswith("@busy.example") for a in handler.rcpt_attempts) == 1
+    reply = await pool.fetchval(
+        "SELECT smtp_reply FROM outbox m JOIN recipients r ON r.id = m.recipient_id"
+        " WHERE r.email = 'nobody@example.com'"
+    )
+    assert "5.1.1" in reply
+    # The next campaign does not even queue the address that does not exist.
+    await make_campaign(HTML, name="next")
+    await send_campaign(pool, settings, "next")
+    assert "nobody@example.com" not in await statuses(pool, "next")
+    assert len(await statuses(pool, "next")) == 4
+
+
+async def test_lost_connection_after_data_is_unknown_and_never_resent(
+    pool, server, add_recipients, make_campaign
+):
+    handler, settings = server(DropsAfterData)
+    await add_recipients("email\nonce@example.com\n")
+    await make_campaign(HTML)
+    first = await send_campaign(pool, settings, "c")
+    again = await send_campaign(pool, settings, "c")
+    assert first.counts["unknown"] == 1 and again.done == 0
+    assert await statuses(pool) == {"once@example.com": "unknown"}
+    assert len(handler.arrivals) == 1
+
+
+async def test_connections_are_reused(pool, server, add_recipients, make_campaign):
+    handler, settings = server(RecordingServer, smtp_connections=2)
+    await add_recipients(people(30))
+    await make_campaign(HTML)
+    progress = await send_campaign(pool, settings, "c")
+    assert progress.counts["sent"] == 30
+    assert handler.connections <= 3  # two senders, plus the reachability check
+
+
+async def test_rate_is_spread_evenly(pool, server, add_recipients, make_campaign):
+    handler, settings = server(RecordingServer, smtp_connections=4, smtp_rate=40)
+    await add_recipients(people(12))
+    await make_campaign(HTML)
+    await send_campaign(pool, settings, "c")
+    arrivals = sorted(handler.arrivals)
+    assert len(arrivals) == 12
+    assert arrivals[-1] - arrivals[0] >= 11 / 40 * 0.9  # no burst: 40/s means 25 ms apart
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert min(gaps) >= 0.015
+
+
+async def test_two_senders_share_the_outbox_without_doubles(
+    pool, server, add_recipients, make_campaign
+):
+    handler, settings = server(RecordingServer)
+    await add_recipients(people(120))
+    await make_campaign(HTML)
+    campaign_id = await pool.fetchval("SELECT id FROM campaigns")
+    async with pool.acquire() as conn:
+        await queue_campaign(conn, await prepare_composer(conn, settings, "c"))
+    workers = [Delivery(pool, settings, campaign_id=campaign_id) for _ in range(2)]
+    results = await asyncio.gather(*(w.run() for w in workers))
+    assert all(r.counts["sent"] > 0 for r in results)  # both really worked
+    assert sum(r.counts["sent"] for r in results) == 120
+    received = sorted(m.name.split("-", 1)[1] for m in handler.folder.glob("*.eml"))
+    assert len(received) == len(set(received)) == 120
+
+
+async def test_paused_and_cancelled_campaigns_are_not_delivered(
+    pool, server, add_recipients, make_campaign
+):
+    handler, settings = server(RecordingServer)
+    await add_recipients(people(3))
+    await make_campaign(HTML)
+    async with pool.acquire() as conn:
+        await set_status(conn, "c", "pause")
+    with pytest.raises(FairclickError, match="paused"):
+        await send_campaign(pool, settings, "c")
+    async with pool.acquire() as conn:
+        await set_status(conn, "c", "resume")
+    assert (await send_campaign(pool, settings, "c")).counts["sent"] == 3
+    await add_recipients("email\nlate@example.com\n", name="late.csv")
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO outbox (campaign_id, recipient_id)"
+            " SELECT (SELECT id FROM campaigns), max(id) FROM recipients"
+        )
+        await set_status(conn, "c", "cancel")
+        with pytest.raises(FairclickError, match="cancelled"):
+            await set_status(conn, "c", "resume")
+    assert (await statuses(pool))["late@example.com"] == "cancelled"
+    assert len(handler.arrivals) == 3
+
+
+async def test_dkim_signature_verifies(pool, server, tmp_path, add_recipients, make_campaign):
+    key = tmp_path / "dkim.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+    public = subprocess.run(
+        ["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"],
+        check=True, capture_output=True,
+    ).stdout  # fmt: skip
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    dkim_settings = DkimSettings("example.com", "s1", key.read_bytes())
+    handler, settings = server(RecordingServer, dkim=dkim_settings)
+    await add_recipients('email,name\nzoe@example.com,"Zoë Ünïcode"\n')
+    await make_campaign(HTML, subject="Grüße {{ recipient.name }}")
+    await send_campaign(pool, settings, "c")
+    raw = next(handler.folder.glob("*.eml")).read_bytes()
+    assert raw.startswith(b"DKIM-Signature:")
+    signed = raw.split(b"\r\n\r\n", 1)[0].split(b"h=", 1)[1].split(b";", 1)[0].lower()
+    for header in (b"from", b"to", b"subject", b"date", b"message-id", b"list-unsubscribe",
+                   b"list-unsubscribe-post"):  # fmt: skip
+        assert header in signed.replace(b" ", b"").replace(b"\r\n", b"").split(b":")
+
+    def dns(name, timeout=5):
+        assert name == b"s1._domainkey.example.com."
+        return record
+
+    assert dkim.verify(raw, dnsfunc=dns)
+    assert not dkim.verify(raw.replace(b"Hi ", b"Hi!"), dnsfunc=dns)
+
+
+async def test_text_part_links_tracked_only_with_consent(
+    pool, server, add_recipients, make_campaign
+):
+    handler, settings = server(RecordingServer)
+    await add_recipients("email,tracking_consent\nyes@example.com,yes\nno@example.com,no\n")
+    await make_campaign(
+        HTML, text="Read https://example.com/x.\nPreferences: {{ preferences_url }}\n"
+    )
+    await send_campaign(pool, settings, "c")
+    texts = {
+        m["To"].addresses[0].addr_spec: m.get_body(("plain",)).get_content()
+        for m in Mailbox(handler.folder, 0).messages()
+    }
+    assert f"{settings.base_url}/c/" in texts["yes@example.com"]
+    assert "https://example.com/x." not in texts["yes@example.com"]
+    assert "Read https://example.com/x." in texts["no@example.com"]
+    assert "/c/" not in texts["no@example.com"]
+    assert f"{settings.base_url}/p/" in texts["yes@example.com"]  # preferences stay as they are
+
+
+async def test_a_message_that_cannot_be_built_fails_alone(
+    pool, server, add_recipients, make_campaign
+):
+    """A non-ASCII local part needs SMTPUTF8, which we do not speak yet: that one fails, clearly."""
+    _, settings = server(RecordingServer)
+    await add_recipients("email\nzoë@example.com\nann@example.com\n")
+    await make_campaign(HTML)
+    progress = await send_campaign(pool, settings, "c")
+    assert (progress.counts["failed"], progress.counts["sent"]) == (1, 1)
+    assert await statuses(pool) == {"zoë@example.com": "failed", "ann@example.com": "sent"}
+    assert "could not build" in await pool.fetchval(
+        "SELECT smtp_reply FROM outbox WHERE status = 'failed'"
+    )
+
+
+async def test_unreachable_smtp_server_is_one_clear_error(
+    pool, settings, add_recipients, make_campaign
+):
+    await add_recipients(people(2))
+    await make_campaign(HTML)
+    nowhere = replace(settings, smtp=SmtpTarget("127.0.0.1", 9, use_tls=False))
+    started = time.monotonic()
+    with pytest.raises(FairclickError, match="FAIRCLICK_SMTP_URL"):
+        await send_campaign(pool, nowhere, "c")
+    assert time.monotonic() - started < 30
+    assert set((await statuses(pool)).values()) == {"queued"}  # nothing lost, nothing half-sent
