@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -61,3 +62,11 @@ class DropsAfterData(RecordingServer):
         await super().handle_DATA(server, session, envelope)
         server.transport.close()
         return "250 OK (never seen by the client)"
+
+
+class SlowServer(RecordingServer):
+    """Takes 20 ms per message, like a real relay, so a run can be interrupted halfway."""
+
+    async def handle_DATA(self, server, session, envelope):
+        await asyncio.sleep(0.02)
+        return await super().handle_DATA(server, session, envelope)
