@@ -116,6 +116,9 @@ async def test_pixel_only_for_consent_and_open_recorded_as_consent_stands(
     assert (await get(http, pixel))[1] == PIXEL
     rows = await pool.fetch("SELECT message_id, ip, user_agent FROM opens ORDER BY id")
     assert tuple(rows[1].values()) == (None, None, None)
+    async with pool.acquire() as conn:
+        opens = (await campaign_report(conn, "c"))["opens"]
+    assert opens == {"total": 2, "unique": 1, "identified": 1, "anonymous": 1, "bot": 0}
 
 
 @pytest.mark.parametrize(

@@ -83,6 +83,15 @@ WHERE l.campaign_id = $1
 GROUP BY l.id
 ORDER BY l.id
 
+-- name: report_opens
+SELECT count(*) FILTER (WHERE o.kind = 'human') AS total,
+       count(DISTINCT m.recipient_id) FILTER (WHERE o.kind = 'human') AS "unique",
+       count(*) FILTER (WHERE o.kind = 'human' AND o.message_id IS NOT NULL) AS identified,
+       count(*) FILTER (WHERE o.kind = 'human' AND o.message_id IS NULL) AS anonymous,
+       count(*) FILTER (WHERE o.kind = 'bot') AS bot
+FROM opens o LEFT JOIN outbox m ON m.id = o.message_id
+WHERE o.campaign_id = $1
+
 -- name: report_unique_clickers
 SELECT count(DISTINCT m.recipient_id) AS "unique"
 FROM clicks c JOIN links l ON l.id = c.link_id JOIN outbox m ON m.id = c.message_id

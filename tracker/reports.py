@@ -22,6 +22,7 @@ async def campaign_report(conn: asyncpg.Connection, name: str) -> dict:
     messages = await conn.fetchrow(SQL.report_messages, campaign_id)
     links = await conn.fetch(SQL.report_links, campaign_id)
     unique = await conn.fetchval(SQL.report_unique_clickers, campaign_id)
+    opens = await conn.fetchrow(SQL.report_opens, campaign_id)
     return {
         "campaign": name,
         "sent": messages["sent"],
@@ -38,6 +39,9 @@ async def campaign_report(conn: asyncpg.Connection, name: str) -> dict:
             "anonymous": sum(r["anonymous"] for r in links),
             "bot": sum(r["bot"] for r in links),
         },
+        # Opens come only from recipients who consented (the pixel is in no one else's mail),
+        # so they say little about a campaign as a whole; machine opens are counted apart.
+        "opens": dict(opens),
         # The hidden honeypot link is no link of the campaign's: its hits count as bots only.
         "links": [
             {"url": r["url"], "name": r["name"], **{k: r[k] for k in LINK_COUNTS}}
@@ -70,6 +74,8 @@ def as_table(report: dict) -> str:
         "text-only (text-only mail carries no tracked links)",
         f"  clicks: {clicks['total']} total, {clicks['unique']} unique recipients, "
         f"{clicks['identified']} identified, {clicks['anonymous']} anonymous, {clicks['bot']} bot",
+        f"  opens (consenting recipients only): {report['opens']['total']} total, "
+        f"{report['opens']['unique']} unique, {report['opens']['bot']} by machines",
         "",
     ]
     header = ["link", *LINK_COUNTS]
