@@ -12,7 +12,8 @@ from aiohttp.test_utils import TestServer
 from helpers import tracked_links
 
 from tracker.app import create_app
-from tracker.recorder import Click, Outcome, Recorder
+from tracker.consent import change_choices
+from tracker.recorder import Click, Outcome, Recorder, _to_spool_row
 from tracker.spool import Spool
 
 
@@ -58,7 +59,10 @@ async def test_unreachable_database_spools_then_replays_exactly_once(
         assert result.outcome is Outcome.SPOOLED and recorder.degraded
         assert spool.depth() == 1
         spooled = next((tmp_path / "spool").glob("*.spool"))
-        assert b"while-down" in spooled.read_bytes()  # on disk before the answer
+        on_disk = spooled.read_bytes()
+        assert str(message_and_link[0]).encode() in on_disk  # on disk before the answer
+        # Consent cannot be checked while the database is away: no agent, no address kept.
+        assert b"while-down" not in on_disk and b"192.0.2" not in on_disk
         kept = tmp_path / "copy.spool"
         shutil.copy(spooled, kept)
         spool.seal()
@@ -70,8 +74,28 @@ async def test_unreachable_database_spools_then_replays_exactly_once(
     finally:
         await recorder.stop()
         await down.close()
-    assert await pool.fetchval("SELECT count(*) FROM clicks WHERE user_agent = 'while-down'") == 1
+    row = await pool.fetchrow("SELECT message_id, ip, user_agent FROM clicks")
+    assert await pool.fetchval("SELECT count(*) FROM clicks") == 1
+    assert row["message_id"] == message_and_link[0]  # consented then and now: identified
+    assert (row["ip"], row["user_agent"]) == (None, None)
     assert spool.depth() == 0
+
+
+async def test_replayed_click_is_anonymous_if_consent_changed_since(
+    pool, tmp_path, message_and_link
+):
+    spool = Spool(tmp_path / "spool")
+    recorder = Recorder(pool, spool)
+    clicked = click(*message_and_link, "x")
+    spool.append([_to_spool_row(clicked)])
+    spool.seal()
+    # Withdrawn and granted again after the click, while the click sat in the spool.
+    async with pool.acquire() as conn:
+        recipient = await conn.fetchval("SELECT id FROM recipients")
+        await change_choices(conn, recipient, tracking_consent=False, source="test")
+        await change_choices(conn, recipient, tracking_consent=True, source="test")
+    assert await recorder.replay() == 1
+    assert await pool.fetchval("SELECT message_id FROM clicks") is None
 
 
 async def test_a_line_cut_short_by_a_crash_is_ignored(pool, tmp_path, message_and_link):
@@ -113,3 +137,4 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies(
     finally:
         await server.close()
     assert await pool.fetchval("SELECT host(ip) FROM clicks") == stored
+

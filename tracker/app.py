@@ -11,7 +11,7 @@ from aiohttp import web
 
 from tracker import schema
 from tracker.bots import ScanDetector
-from tracker.clicks import follow_link
+from tracker.clicks import follow_link, unavailable
 from tracker.database import create_pool, database_url
 from tracker.health import healthz, home, prometheus, readyz
 from tracker.keys import (
@@ -65,10 +65,20 @@ async def _maintenance(app: web.Application) -> None:
                 log.warning("partition check postponed: %s", exc)
 
 
+@web.middleware
+async def database_away(request: web.Request, handler):
+    """A page that needs the database while it is away says so (503), never a traceback."""
+    try:
+        return await handler(request)
+    except UNREACHABLE as exc:
+        log.warning("%s %s: database unreachable (%s)", request.method, request.path, exc)
+        return unavailable(request)
+
+
 def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None) -> web.Application:
     """The tracker; a pool passed in (by tests) is used as is and left open."""
     settings = settings.with_secret_keys()
-    app = web.Application()
+    app = web.Application(middlewares=[database_away])
     app[SETTINGS] = settings
     app[TOKENS] = Tokens(settings.secret_keys)
     app[PAGES] = page_environment()

@@ -107,7 +107,12 @@ WITH batch AS (
         AS b(ord, message_id, link_id, clicked_at, kind, bot_reason, ip, user_agent)
 ), valid AS MATERIALIZED (
     SELECT nextval('clicks_id_seq') AS id, b.ord, b.link_id, b.clicked_at, b.ip, b.user_agent,
-           coalesce(r.tracking_consent AND r.unsubscribed_at IS NULL, false) AS consent,
+           -- Consent as it stood at the click: granted now, and no change of it since
+           -- (a spooled click replayed later, or a change racing this very click).
+           coalesce(r.tracking_consent AND r.unsubscribed_at IS NULL, false)
+           AND NOT EXISTS (SELECT 1 FROM consent_events e
+                           WHERE e.recipient_id = r.id AND e.kind IN ('tracking', 'subscription')
+                             AND e.created_at > b.clicked_at) AS consent,
            b.message_id,
            b.kind = 'human' AND b.clicked_at < m.sent_at + make_interval(secs => $9) AS too_soon,
            b.kind, b.bot_reason
@@ -135,7 +140,10 @@ WITH batch AS (
         AS b(ord, message_id, opened_at, kind, bot_reason, ip, user_agent)
 ), valid AS MATERIALIZED (
     SELECT b.*, m.campaign_id,
-           coalesce(r.tracking_consent AND r.unsubscribed_at IS NULL, false) AS consent
+           coalesce(r.tracking_consent AND r.unsubscribed_at IS NULL, false)
+           AND NOT EXISTS (SELECT 1 FROM consent_events e
+                           WHERE e.recipient_id = r.id AND e.kind IN ('tracking', 'subscription')
+                             AND e.created_at > b.opened_at) AS consent
     FROM batch b
     JOIN outbox m ON m.id = b.message_id
     LEFT JOIN recipients r ON r.id = m.recipient_id

@@ -30,6 +30,10 @@ UNREACHABLE = (
     asyncpg.InterfaceError,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
+    # A connection PostgreSQL closed while it sat in the pool ("terminating connection
+    # due to administrator command" arrived between statements) fails its next use with
+    # "cannot switch to state N; another operation (2) is in progress": an outage too.
+    asyncpg.exceptions.InternalClientError,
 )
 
 # Clicks this soon after the message went out are a scanner's: nobody opens and
@@ -71,27 +75,26 @@ class Result:
     key: tuple[int, datetime] | None = None  # a stored click's (id, clicked_at)
 
 
-def _to_row(event: Click | Open) -> list:
+def _to_spool_row(event: Click | Open) -> list:
+    """What a spool file keeps of an event: never the network or the user agent.
+
+    While the database is away nobody can tell whether this person consented, and a
+    spool file is storage too: it holds message, link, time and bot verdict only, so
+    even a consenting person's spooled click is stored without IP and agent.
+    """
     if isinstance(event, Click):
+        when = event.at.isoformat()
         return [
             "click",
             event.message_id,
             event.link_id,
-            event.at.isoformat(),
+            when,
             event.kind,
             event.reason,
-            event.ip,
-            event.user_agent,
+            None,
+            None,
         ]
-    return [
-        "open",
-        event.message_id,
-        event.at.isoformat(),
-        event.kind,
-        event.reason,
-        event.ip,
-        event.user_agent,
-    ]
+    return ["open", event.message_id, event.at.isoformat(), event.kind, event.reason, None, None]
 
 
 def _from_row(row: list) -> Click | Open:
@@ -158,6 +161,7 @@ class Recorder:
         self._pending: list[tuple[Click | Open, asyncio.Future]] = []
         self._wake = asyncio.Event()
         self._closing = False
+        self._stopped = False
         self._tasks: set[asyncio.Task] = set()
         self._recovery: asyncio.Task | None = None
 
@@ -173,6 +177,10 @@ class Recorder:
         self._wake.set()
         flushers = [t for t in self._tasks if t is not self._recovery]
         await asyncio.gather(*flushers, return_exceptions=True)
+        self._stopped = True
+        if self._pending:  # queued between the flushers' last look and now
+            batch, self._pending = self._pending, []
+            await self._flush(batch)
         if self._recovery is not None:
             self._recovery.cancel()
             await asyncio.gather(self._recovery, return_exceptions=True)
@@ -184,11 +192,14 @@ class Recorder:
         return task
 
     async def record(self, event: Click | Open) -> Result:
-        if self._closing:
-            raise RuntimeError("the recorder is stopping")
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((event, future))
-        self._wake.set()
+        if self._stopped:
+            # A request that arrived while the server was shutting down, after the last
+            # batch: written on its own (or spooled), never dropped or turned into a 500.
+            await self._flush([(event, future)])
+        else:
+            self._pending.append((event, future))
+            self._wake.set()
         return await future
 
     async def _flusher(self) -> None:
@@ -208,20 +219,30 @@ class Recorder:
         results = None
         if not self.degraded:
             try:
-                async with self.pool.acquire(timeout=2) as conn, conn.transaction():
-                    results = await write_events(conn, events)
-            except UNREACHABLE as exc:
-                log.warning("database unreachable (%s): spooling clicks locally", exc)
-                self._enter_degraded()
-            except Exception as exc:  # a bug, not an outage: keep the links working
-                log.exception("writing %d events failed", len(batch))
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                return
+                async with self.pool.acquire(timeout=2) as conn:
+                    async with conn.transaction():
+                        written = await write_events(conn, events)
+                    results = written  # committed
+            except Exception as exc:
+                # results is set only once the COMMIT returned. Set inside the transaction
+                # (as it was), a COMMIT failing on a closed connection answered 302 for
+                # clicks never stored: lost on a PostgreSQL restart. A failure after the
+                # commit (the pool resetting a connection PostgreSQL is closing) must
+                # neither turn stored clicks into 500s nor spool them a second time.
+                if results is not None:
+                    log.warning("releasing a connection after a commit failed: %r", exc)
+                elif isinstance(exc, UNREACHABLE):
+                    log.warning("database unreachable (%s): spooling clicks locally", exc)
+                    self._enter_degraded()
+                else:  # a bug, not an outage: keep the links working
+                    log.exception("writing %d events failed", len(batch))
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    return
         if results is None:
             try:
-                await asyncio.to_thread(self.spool.append, [_to_row(e) for e in events])
+                await asyncio.to_thread(self.spool.append, [_to_spool_row(e) for e in events])
             except Exception as exc:  # disk full: nothing durable to promise
                 log.exception("spooling %d events failed", len(batch))
                 for _, future in batch:
@@ -230,6 +251,10 @@ class Recorder:
                 return
             metrics.SPOOL_FILES.set(self.spool.depth())
             results = [Result(Outcome.SPOOLED) for _ in events]
+            if not self.degraded:
+                # The database came back while this batch was on its way to the spool:
+                # make sure a replay pass still picks it up.
+                self._start_recovery()
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
