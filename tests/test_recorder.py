@@ -119,6 +119,7 @@ async def test_a_line_cut_short_by_a_crash_is_ignored(pool, tmp_path, message_an
         ("127.0.0.1", "203.0.113.77", "203.0.113.0"),
         ("127.0.0.0/8", "198.51.100.9, 203.0.113.77, 127.0.0.5", "203.0.113.0"),
         ("127.0.0.1", "2001:db8:abcd:12::1", "2001:db8:abcd::"),
+        ("127.0.0.1", "::ffff:203.0.113.77", "203.0.113.0"),  # IPv4 in IPv6 clothing
     ],
 )
 async def test_forwarded_for_is_believed_only_from_trusted_proxies(

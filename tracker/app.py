@@ -90,7 +90,15 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None) -> web.A
             await _prepare_all(pool)
             yield
             return
-        own = await create_pool(database_url(settings), min_size=2, max_size=20, command_timeout=10)
+        own = await create_pool(
+            database_url(settings),
+            min_size=2,
+            max_size=20,
+            command_timeout=10,
+            # The batch INSERT has the same shape every time; planning it anew for each
+            # batch costs as much as running it.
+            server_settings={"plan_cache_mode": "force_generic_plan"},
+        )
         try:
             await _prepare_all(own)
             app[POOL] = own

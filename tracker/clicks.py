@@ -75,7 +75,7 @@ async def follow_link(request: web.Request) -> web.Response:
     if verdict.earlier:
         # Only a machine waits for this: the clicks before it in the burst are re-marked.
         await _mark_bots(app, verdict.earlier, verdict.earlier_reason)
-    metrics.CLICKS.labels(click.kind, result.outcome.value).inc()
+    metrics.click_counter(click.kind, result.outcome.value).inc()
     metrics.REDIRECT_SECONDS.observe(time.perf_counter() - started)
     return web.Response(
         status=302, headers={"Location": quote(target.url, safe=_LOCATION_SAFE), **REDIRECT_HEADERS}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 
 from aiohttp import web
 
@@ -31,13 +32,21 @@ def _is_trusted(address: str, trusted: tuple) -> bool:
     return any(ip in network for network in trusted)
 
 
+_V4_MASK = ~0xFF  # keep /24
+_V6_MASK = ~((1 << 80) - 1)  # keep /48
+
+
+@lru_cache(maxsize=65536)
 def truncated_ip(address: str | None) -> str | None:
-    """The network, not the host: /24 for IPv4, /48 for IPv6."""
+    """The network, not the host: /24 for IPv4, /48 for IPv6 (cached: it is on every click)."""
     if not address:
         return None
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return None
-    prefix = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if ip.version == 4:
+        return str(ipaddress.IPv4Address(int(ip) & _V4_MASK))
+    return str(ipaddress.IPv6Address(int(ip) & _V6_MASK))

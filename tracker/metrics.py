@@ -32,6 +32,18 @@ SPOOL_FILES = Gauge(
     multiprocess_mode="max",
 )
 LINK_CACHE = Counter("fairclick_link_cache", "Link target lookups", ["result"])
+LINK_CACHE_HIT = LINK_CACHE.labels("hit")
+LINK_CACHE_MISS = LINK_CACHE.labels("miss")
+# labels() costs a lock and a dict lookup; every click needs one of these few children.
+_CLICK_COUNTERS = {
+    (kind, outcome): CLICKS.labels(kind, outcome)
+    for kind in ("human", "bot")
+    for outcome in ("stored", "spooled", "invalid")
+}
+
+
+def click_counter(kind: str, outcome: str):
+    return _CLICK_COUNTERS[(kind, outcome)]
 
 
 def render() -> tuple[bytes, str]:

@@ -220,8 +220,12 @@ class Recorder:
         if not self.degraded:
             try:
                 async with self.pool.acquire(timeout=2) as conn:
-                    async with conn.transaction():
+                    if all(isinstance(e, Click) for e in events):
+                        # One statement is atomic on its own: no BEGIN/COMMIT round trips.
                         written = await write_events(conn, events)
+                    else:
+                        async with conn.transaction():
+                            written = await write_events(conn, events)
                     results = written  # committed
             except Exception as exc:
                 # results is set only once the COMMIT returned. Set inside the transaction

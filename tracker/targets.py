@@ -32,9 +32,9 @@ class TargetCache:
     async def get(self, link_id: int) -> Target | None:
         target = self._targets.get(link_id)
         if target is not None:
-            metrics.LINK_CACHE.labels("hit").inc()
+            metrics.LINK_CACHE_HIT.inc()
             return target
-        metrics.LINK_CACHE.labels("miss").inc()
+        metrics.LINK_CACHE_MISS.inc()
         try:
             async with self.pool.acquire(timeout=2) as conn:
                 row = await conn.fetchrow(SQL.link_target, link_id, timeout=2)
