@@ -72,7 +72,7 @@ class PickyServer(SaveToFolder):
         if address.startswith("nobody@"):
             return "550 5.1.1 <nobody@example.com>: no such user"
         if address.startswith("busy@"):
-            return "451 4.7.1 try again later"
+            return "451 4.3.0 temporary local problem, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -104,7 +104,7 @@ async def test_smtp_refusals_are_kept_per_recipient(
         )
     )
     assert "5.1.1" in replies["nobody@example.com"]
-    assert "4.7.1" in replies["busy@example.com"]
+    assert "4.3.0" in replies["busy@example.com"]
     retry_at = await pool.fetchval("SELECT retry_at > now() FROM outbox WHERE status = 'deferred'")
     assert retry_at is True
 
