@@ -54,7 +54,7 @@ def people(n: int, domain: str = "example.com") -> str:
 
 
 async def test_refusals_slow_down_suppress_and_retry(pool, server, add_recipients, make_campaign):
-    handler, settings = server(RefusingServer)
+    handler, settings = server(RefusingServer, smtp_connections=1)  # one order of events
     await add_recipients(
         "email\nok@example.com\nnobody@example.com\nlater@example.com\n"
         "a@busy.example\nb@busy.example\n"

@@ -7,14 +7,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailer.rewrite import LinkSpot, find_links, rewrite_links
+from mailer.rewrite import (
+    _FOLDS_TO_ASCII,
+    LinkSpot,
+    _find_links,
+    _shown_by_outlook,
+    find_links,
+    rewrite_links,
+)
 
 URL = "https://e.com/x"
 
 
 def found(html: str, **kwargs) -> list[tuple[str, str, str | None]]:
-    """(raw value, url, name) of each spot find_links returns."""
-    return [(html[s.start : s.end], s.url, s.name) for s in find_links(html, **kwargs)]
+    """(raw value, url, name) of each spot find_links returns (and the exact loop agrees)."""
+    spots = find_links(html, **kwargs)
+    assert spots == exact(html, **kwargs)
+    return [(html[s.start : s.end], s.url, s.name) for s in spots]
+
+
+def exact(html: str, skip_prefixes: tuple[str, ...] = ()) -> list[LinkSpot]:
+    """find_links without the fast path: every attribute of every tag parsed one by one."""
+    return _find_links(html, skip_prefixes, fast=False)
 
 
 @pytest.mark.parametrize(
@@ -58,6 +72,8 @@ def found(html: str, **kwargs) -> list[tuple[str, str, str | None]]:
         (f"<!---><a href='{URL}'>", URL, URL),
         (f"<!-- c --!><a href='{URL}'>", URL, URL),
         (f"<!--[if !mso]><!--><a href='{URL}'><!--<![endif]-->", URL, URL),
+        (f'<!--[if mso]><a href="{URL}">x</a><![endif]-->', URL, URL),
+        (f"<title>x</tiTle\n><a href='{URL}'>", URL, URL),
         (f"<style>a{{}}</style><a href='{URL}'>", URL, URL),
         (f"<STYLE>p {{}}</style\n><a href='{URL}'>", URL, URL),
         (f"<script>s = '</scripts>';</script><a href='{URL}'>", URL, URL),
@@ -108,7 +124,6 @@ def test_finds_the_href_value(html: str, raw: str, url: str) -> None:
         f"<a title='href=\"{URL}\"'>",
         f'<a x="<a href={URL}>">',
         f'<!-- <a href="{URL}"> -->',
-        f'<!--[if mso]><a href="{URL}">x</a><![endif]-->',
         f'<!-- unclosed <a href="{URL}">',
         f'<head><a href="{URL}"></head>',
         f'<HEAD><meta charset=utf-8><a href="{URL}">',
@@ -124,10 +139,15 @@ def test_finds_the_href_value(html: str, raw: str, url: str) -> None:
         f'<a href="{URL}>never closed',
         f"<a href={URL}",
         f'</a href="{URL}">',
+        f'<plaintext><a href="{URL}">',
+        # Browsers fold only ASCII letters: "</ſtyle>" (long s) does not end the <style>.
+        f'<style>x</\u017ftyle><a href="{URL}">',
+        f'<SCRIPT>x</\u017fcript><a href="{URL}">',
     ],
 )
 def test_leaves_alone(html: str) -> None:
     assert find_links(html) == []
+    assert exact(html) == []
 
 
 @pytest.mark.parametrize(
@@ -184,6 +204,10 @@ def test_broken_html_does_not_raise(html: str) -> None:
         "<style>" * 100_000,
         "<a href='https://e.com/?" + "&amp;" * 100_000 + "'>",
         f"<p class=c>text <a href='{URL}'>x</a></p>\n" * 10_000,
+        "<!--[if " + "(" * 100_000 + "mso" + ")" * 100_000 + f"]><a href={URL}><![endif]-->",
+        "<!--[if mso]>" + f"<v:rect href={URL}>" * 20_000 + "<![endif]-->",
+        "<!--[if mso]>" * 100_000,
+        "<td>" + "<!-- " * 100_000 + "href",
     ],
     ids=lambda html: repr(html[:12]),
 )
@@ -253,7 +277,9 @@ def test_marketing_email() -> None:
     spots = find_links(EMAIL, skip_prefixes=(PREFS,))
     assert [(s.url, s.name) for s in spots] == [
         ("https://shop.example.com/?utm_source=mail&utm_campaign=spring", "logo"),
-        ("https://shop.example.com/sale", None),
+        ("https://shop.example.com/sale", None),  # the Outlook button (VML)
+        ("https://shop.example.com/sale?client=outlook", None),
+        ("https://shop.example.com/sale", None),  # the button everyone else sees
         ("https://shop.example.com/women", None),
         ("https://shop.example.com/men", None),
         ("HTTPS://SHOP.EXAMPLE.COM/NEW", None),
@@ -352,6 +378,274 @@ _fragment = st.one_of(_text, _link(), st.sampled_from(_MARKUP_BITS))
 @given(st.lists(_fragment, max_size=25).map("".join))
 def test_rewrite_round_trip_on_random_documents(html: str) -> None:
     spots = find_links(html)
+    assert spots == exact(html)
     assert all(a.end <= b.start for a, b in itertools.pairwise(spots))
     assert all(s.url.lower().startswith(("http://", "https://")) for s in spots)
     assert_round_trip(html)
+
+
+# Outlook on Windows renders with Word, which shows what a downlevel-hidden conditional comment
+# hides from everyone else: bulletproof buttons are VML shapes in there.
+def outlook(condition: str, content: str) -> str:
+    return f"<!--[if {condition}]>{content}<![endif]-->"
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        outlook("mso", f'<a href="{URL}">x</a>'),
+        outlook(
+            "gte mso 9",
+            f'<v:roundrect xmlns:v="urn:schemas-microsoft-com:vml" href="{URL}"'
+            ' style="height:40px;v-text-anchor:middle;width:200px;" arcsize="10%"'
+            ' strokecolor="#1a73e8" fillcolor="#1a73e8"><w:anchorlock/><center>Buy</center>'
+            "</v:roundrect>",
+        ),
+        outlook("(mso)|(IE)", f'<v:rect xmlns:v="urn:schemas-microsoft-com:vml" href="{URL}"/>'),
+        outlook("mso | IE", f"<v:shape href={URL}></v:shape>"),
+        f'<!--[IF MSO]><V:OVAL HREF="{URL}"></V:OVAL><![ENDIF]-->',
+        outlook("gte mso 12", f'<map name="m"><area shape=rect href="{URL}"></map>'),
+        outlook("mso 16", f"<v:image src='https://e.com/i.png' href='{URL}'/>"),
+        outlook("(gte mso 9)&(!IE)", f'<a href="{URL}">x</a>'),
+        outlook("gte vml 1", f'<v:roundrect href="{URL}"/>'),
+        outlook("lte mso 15", f'\n<table><tr><td>\n<a\nhref="{URL}">x</a>\n</td></tr></table>\n'),
+        outlook("mso", f'<v:roundrect href="{URL}"><a href="mailto:x@e.com">m</a></v:roundrect>'),
+        outlook("mso", f'<style>a {{}}</style><v:rect href="{URL}"/>'),
+        outlook("mso", f'<!-- note --><a href="{URL}">shown to everyone</a>'),
+        outlook("mso", "<style>") + f'<a href="{URL}">after the block</a>',
+        outlook("mso", f'<v:roundrect href="{URL}" href="https://e.com/second"/>'),
+        outlook("mso", f'<v:roundrect data-fairclick="on" href="{URL}"/>'),
+        f"<body>{outlook('mso', f'<a href={URL}>x</a>')}</body>",
+    ],
+)
+def test_finds_links_in_outlook_blocks(html: str) -> None:
+    assert [spot.url for spot in find_links(html)] == [URL]
+    assert find_links(html) == exact(html)
+    assert_round_trip(html)
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        outlook("!mso", f'<a href="{URL}">x</a>'),
+        outlook("!(mso)", f'<a href="{URL}">x</a>'),
+        outlook("IE", f'<a href="{URL}">x</a>'),
+        outlook("!IE", f'<a href="{URL}">x</a>'),
+        outlook("lt mso 9", f'<a href="{URL}">x</a>'),
+        outlook("gt mso 16", f'<a href="{URL}">x</a>'),
+        outlook("mso&IE", f'<a href="{URL}">x</a>'),
+        outlook("(gte mso 9", f'<a href="{URL}">x</a>'),
+        outlook("gte mso", f'<a href="{URL}">x</a>'),
+        outlook("", f'<a href="{URL}">x</a>'),
+        f'<!--[if mso]><a href="{URL}">x</a>-->',
+        f'<!--[if mso]><a href="{URL}">x</a><![endif]',
+        f'<!--[if mso><a href="{URL}">x</a><![endif]-->',
+        f'<!--[ifmso]><a href="{URL}">x</a><![endif]-->',
+        f'<!-- [if mso]><a href="{URL}">x</a><![endif]-->',
+        outlook(
+            "mso", f'<link href="{URL}"><base href="{URL}"><vx href="{URL}"><o:p href="{URL}">'
+        ),
+        outlook("mso", f'<v:roundrect data-fairclick="off" href="{URL}"/>'),
+        outlook("mso", '<v:roundrect href="mailto:x@e.com"/><v:rect href="#top"/>'),
+        outlook("mso", f'<!-- <a href="{URL}"> -->'),
+        outlook("mso", f'<style><a href="{URL}"></style>'),
+        outlook("mso", f'<textarea><a href="{URL}">') + "</textarea>",
+        outlook("mso", f"<a href='{URL}'"),
+        outlook("mso", f"<plaintext><a href={URL}>"),
+        f"<head>{outlook('gte mso 9', f'<xml><a href={URL}></a></xml>')}</head>",
+        f'<v:roundrect href="{URL}"></v:roundrect>',
+        outlook("mso", "") + f'<v:rect href="{URL}"/>',
+        f'<!--[if !mso]><!--><v:roundrect href="{URL}"/><!--<![endif]-->',
+    ],
+)
+def test_leaves_alone_in_and_around_outlook_blocks(html: str) -> None:
+    assert find_links(html) == []
+    assert exact(html) == []
+
+
+def test_bulletproof_button_twins_share_the_url() -> None:
+    # The Outlook twin (VML) and the button everyone else sees: one link for the mailer.
+    href = "https://shop.example.com/sale?utm_source=mail&amp;utm_content=button"
+    html = (
+        "<td>"
+        + outlook(
+            "mso",
+            f'<v:roundrect xmlns:v="urn:schemas-microsoft-com:vml" href="{href}"'
+            ' style="height:44px;width:220px;" arcsize="10%" fillcolor="#1a73e8">'
+            '<w:anchorlock/><center style="color:#fff">Shop now</center></v:roundrect>',
+        )
+        + f'<!--[if !mso]><!--><a href="{href}" data-fairclick-name="button">Shop now</a>'
+        + "<!--<![endif]--></td>"
+    )
+    outlook_twin, button = find_links(html)
+    assert outlook_twin.url == button.url == href.replace("&amp;", "&")
+    assert (outlook_twin.name, button.name) == (None, "button")
+    assert html[outlook_twin.start : outlook_twin.end] == html[button.start : button.end] == href
+    assert_round_trip(html)
+
+
+@pytest.mark.parametrize(
+    ("condition", "shown"),
+    [
+        (" mso", True),
+        (" MSO", True),
+        (" gte mso 9", True),
+        (" (gte mso 9)|(IE)", True),
+        (" mso | IE", True),
+        (" (mso)&(!IE)", True),
+        (" mso 12", True),
+        (" mso 12.0", True),
+        (" gte mso 15.0", True),
+        (" lte mso 9", True),
+        (" !!mso", True),
+        (" gte vml 1", True),
+        (" !mso", False),
+        (" !(mso)", False),
+        (" IE", False),
+        (" !IE", False),
+        (" true", False),
+        (" mso 13", False),
+        (" lt mso 9", False),
+        (" gt mso 16", False),
+        (" mso & IE", False),
+        (" (gte mso 9", False),
+        (" gte mso 9)", False),
+        (" gte mso", False),
+        (" mso mso", False),
+        (" mso |", False),
+        (" mso, IE", False),
+        ("", False),
+        (" " + "(" * 150 + "mso" + ")" * 150, False),  # longer than any real condition
+    ],
+)
+def test_outlook_conditions(condition: str, shown: bool) -> None:
+    assert _shown_by_outlook(condition) is shown
+
+
+def test_lowercase_copy_cannot_change_the_markup() -> None:
+    # After an uppercase tag the fast path reads a lowercase copy of the document; a character
+    # whose lowercase is ASCII (or longer) could turn text into markup there, so a document
+    # with one is left to the exact loop.
+    folding = [
+        c
+        for c in map(chr, range(0x80, 0x110000))
+        if len(lowered := c.lower()) != 1 or lowered.isascii()
+    ]
+    assert sorted(folding) == sorted(_FOLDS_TO_ASCII)
+    for trap in _FOLDS_TO_ASCII:
+        html = f"<{trap} x='<a href=\"{URL}\">'>"  # text, then a link: "<K" starts no tag
+        for document in (html, f"<P>{html}", f"<P CLASS=x>{html}</P>", html.upper()):
+            assert [spot.url.lower() for spot in find_links(document)] == [URL], document
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        f'<p>x</p><TD WIDTH=1>y</TD><a href="{URL}">z</a><TABLE><A HREF="{URL}">w</A>',
+        f'<P>x<sTyle><a href="{URL}"></STYLE><a href="{URL}">',
+        f'<body><TiTlE><a href="{URL}"></title><a data-FAIRCLICK=off href="{URL}">'
+        f'<a href="{URL}" DATA-fairclick-NAME=n>',
+        f'<HEAD><a href="{URL}"></HEAD><a hrefX="{URL}" href="{URL}">',
+        outlook("MSO", f'<V:ROUNDRECT HREF="{URL}"/>') + f'<!-- <A HREF="{URL}"> -->',
+    ],
+)
+def test_mixed_case_documents(html: str) -> None:
+    # The fast path knows lowercase names only: it hands the rest to the exact loop, and reads a
+    # lowercase copy of the document from the first uppercase tag on.
+    spots = find_links(html)
+    assert spots == exact(html)
+    assert spots and all(spot.url == URL for spot in spots)
+    assert_round_trip(html)
+
+
+# The fast path against the exact loop, on documents full of tags a strict grammar rejects:
+# quotes in names and unquoted values, '>' in values, missing spaces, stray '=' and '/'.
+_tag_name = st.sampled_from(
+    "a A area AREA abbr p P td TD head HEAD body style title textarea script plaintext xmp"
+    " v:roundrect V:RECT v: v vx b st te x-y br I i sTyle Head tITLE TextArea ScRiPt aREA Body"
+    " pLaintext V:Rect hEAD Td".split()
+)
+_attr_name = st.sampled_from(
+    [
+        "href",
+        "HREF",
+        "hReF",
+        "data-fairclick",
+        "DATA-FAIRCLICK",
+        "data-fairclick-name",
+        "class",
+        "x",
+        'a"b',
+        "'",
+        "=",
+        "<",
+        "hrefx",
+        "hrefX",
+        "Href",
+        "data-FairClick",
+        "DATA-fairclick-NAME",
+        "data-fairclick-names",
+        "a/b",
+        "`",
+        ":x",
+        "-",
+        "1",
+    ]
+)
+_attr_value = st.one_of(
+    _raw_url,
+    st.sampled_from(["off", "OFF", " off ", "n &amp; m"]),
+    st.text(st.sampled_from(list("ab><= /\"'`&;")), max_size=6),
+)
+
+
+@st.composite
+def _messy_tag(draw: st.DrawFn) -> str:
+    parts = [draw(st.sampled_from(["<", "<", "</"])), draw(_tag_name)]
+    for _ in range(draw(st.integers(0, 4))):
+        parts.append(draw(st.sampled_from([" ", " ", "", "\n\t", "/", " / "])))
+        parts.append(draw(_attr_name))
+        if draw(st.booleans()):
+            parts.append(draw(st.sampled_from(["=", "=", " = ", "= ", " =", "=="])))
+            quote = draw(st.sampled_from(['"', "'", ""]))
+            closing = draw(st.sampled_from([quote, quote, quote, ""]))
+            parts.append(quote + draw(_attr_value) + closing)
+    parts.append(draw(st.sampled_from([">", ">", "/>", " />", " >", "/ >", ""])))
+    return "".join(parts)
+
+
+_messy_bits = st.sampled_from(
+    [
+        "<!--[if mso]>",
+        "<!--[if gte mso 9]>",
+        "<!--[if !mso]>",
+        "<!--[if !mso]><!-->",
+        "<![endif]-->",
+        "<!--<![endif]-->",
+        "<!-- -->",
+        "<!--",
+        "-->",
+        "</style>",
+        "</title>",
+        "</textarea>",
+        "</head>",
+        "<!DOCTYPE html>",
+        "<![CDATA[",
+        "]]>",
+        "<?x?>",
+        "</ x>",
+        "<",
+        "text ",
+        "\n",
+        "\"'",
+        "a > b",
+        "&lt;a href=x&gt;",
+    ]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(_messy_tag(), _link(), _messy_bits, _text), max_size=30).map("".join))
+def test_fast_path_agrees_with_exact_loop(html: str) -> None:
+    assert find_links(html) == exact(html)
+    assert find_links(html.upper()) == exact(html.upper())
