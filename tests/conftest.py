@@ -30,7 +30,10 @@ from tracker.recipients import import_recipients
 from tracker.settings import Settings, SmtpTarget
 
 TEST_KEY = b"test-secret-key-0123456789abcdef"
-TABLES = "clicks, opens, outbox, links, campaigns, consent_events, recipients"
+TABLES = (
+    "clicks, opens, outbox, links, campaigns, consent_events, recipients, suppressions,"
+    " spool_replays"
+)
 
 
 def free_port() -> int:
