@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from urllib.parse import quote
 
 from aiohttp import web
 
@@ -18,10 +17,6 @@ from tracker.recorder import UNREACHABLE, Click, Outcome, now
 from tracker.targets import TargetsUnavailable
 
 log = logging.getLogger(__name__)
-
-# Characters kept as they are in a Location header; everything else (spaces,
-# non-ASCII, CR/LF) is percent-encoded, so a stored URL can never split the header.
-_LOCATION_SAFE = "!#$%&'()*+,-./:;=?@[]_~"
 
 REDIRECT_HEADERS = {
     "Cache-Control": "no-store",
@@ -77,9 +72,7 @@ async def follow_link(request: web.Request) -> web.Response:
         await _mark_bots(app, verdict.earlier, verdict.earlier_reason)
     metrics.click_counter(click.kind, result.outcome.value).inc()
     metrics.REDIRECT_SECONDS.observe(time.perf_counter() - started)
-    return web.Response(
-        status=302, headers={"Location": quote(target.url, safe=_LOCATION_SAFE), **REDIRECT_HEADERS}
-    )
+    return web.Response(status=302, headers={"Location": target.location, **REDIRECT_HEADERS})
 
 
 async def _mark_bots(app: web.Application, earlier: list, reason: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import asyncpg
 
@@ -17,11 +18,17 @@ class TargetsUnavailable(Exception):
     """The link is not cached and the database cannot be asked."""
 
 
+# Characters kept as they are in a Location header; everything else (spaces,
+# non-ASCII, CR/LF) is percent-encoded, so a stored URL can never split the header.
+_LOCATION_SAFE = "!#$%&'()*+,-./:;=?@[]_~"
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     url: str
     campaign_id: int
     honeypot: bool
+    location: str  # the url as it goes into the Location header, encoded once
 
 
 class TargetCache:
@@ -44,6 +51,8 @@ class TargetCache:
             return None  # not cached: a link id can be created later by a send
         if len(self._targets) >= MAX_CACHED:
             self._targets.clear()
-        target = Target(row["url"], row["campaign_id"], row["honeypot"])
+        target = Target(
+            row["url"], row["campaign_id"], row["honeypot"], quote(row["url"], safe=_LOCATION_SAFE)
+        )
         self._targets[link_id] = target
         return target
