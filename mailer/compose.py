@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from email.headerregistry import Address
 from email.message import EmailMessage
+from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -116,6 +118,11 @@ class Composer:
     def domain(self) -> str:
         return urlsplit(self.base_url).hostname or "localhost"
 
+    @cached_property
+    def sender(self) -> Address:
+        """The From address, parsed once per campaign rather than per message."""
+        return parse_from_address(self.campaign["from_address"])
+
     @property
     def _preferences_prefix(self) -> str:
         return f"{self.base_url}/p/"
@@ -186,7 +193,7 @@ class Composer:
         if text is None:
             text = html_to_text(rendered.html)
         return build_message(
-            sender=parse_from_address(self.campaign["from_address"]),
+            sender=self.sender,
             to_email=recipient.email,
             to_name=recipient.name,
             subject=rendered.subject,

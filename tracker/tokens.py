@@ -22,20 +22,22 @@ class TokenCodec:
     def __init__(self, purpose: str, secret_keys: Sequence[bytes], id_count: int):
         if not secret_keys:
             raise ValueError("at least one secret key is needed")
-        self._prefix = purpose.encode() + b":"
-        self._keys = tuple(secret_keys)
+        prefix = purpose.encode() + b":"
+        # HMAC keyed (and fed the purpose) once per key; each token copies that state.
+        self._keyed = tuple(hmac.new(key, prefix, hashlib.sha256) for key in secret_keys)
         self._ids = Hashids(salt=f"fairclick:{purpose}", min_length=6)
         self._id_count = id_count
 
-    def _tag(self, key: bytes, body: str) -> str:
-        mac = hmac.new(key, self._prefix + body.encode(), hashlib.sha256).digest()[:TAG_BYTES]
-        return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+    def _tag(self, keyed: hmac.HMAC, body: str) -> str:
+        mac = keyed.copy()
+        mac.update(body.encode())
+        return base64.urlsafe_b64encode(mac.digest()[:TAG_BYTES]).decode().rstrip("=")
 
     def encode(self, *ids: int) -> str:
         if len(ids) != self._id_count:
             raise ValueError(f"expected {self._id_count} ids, got {len(ids)}")
         body = self._ids.encode(*ids)
-        return body + _SEPARATOR + self._tag(self._keys[0], body)
+        return body + _SEPARATOR + self._tag(self._keyed[0], body)
 
     def decode(self, token: str) -> tuple[int, ...] | None:
         """The ids in a genuine token, or None for anything altered, truncated or invented."""
@@ -45,7 +47,7 @@ class TokenCodec:
         # Every key verifies, so a rotated-out key keeps old mail working. Compared as
         # bytes: compare_digest refuses non-ASCII str, and a URL may carry anything.
         given = tag.encode("utf-8", "surrogateescape")
-        if not any(hmac.compare_digest(self._tag(key, body).encode(), given) for key in self._keys):
+        if not any(hmac.compare_digest(self._tag(k, body).encode(), given) for k in self._keyed):
             return None
         # Hashids.decode itself re-encodes and returns () unless that gives back `body`
         # exactly, so an altered body never decodes to other ids.
