@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import sys
+import time
 
 import aiohttp
 from conftest import BROWSER_AGENT, TEST_KEY
@@ -37,12 +38,14 @@ async def test_two_workers_share_the_port_and_flush_on_sigterm(
         assert b"2 workers" in await asyncio.wait_for(process.stdout.readline(), 60)
         async with aiohttp.ClientSession(headers={"User-Agent": BROWSER_AGENT}) as http:
             ready = False
-            for _ in range(200):  # the workers bind a moment after the parent prints
+            deadline = time.monotonic() + 60  # the workers bind a moment after the parent prints
+            while not ready and time.monotonic() < deadline:
                 try:
                     async with http.get(f"{base}/readyz") as response:
                         ready = response.status == 200
-                        break
                 except aiohttp.ClientConnectionError:
+                    pass
+                if not ready:
                     await asyncio.sleep(0.05)
             assert ready
             # Separate connections, so the kernel spreads them over both workers.
