@@ -12,7 +12,7 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 
-from hashids import Hashids
+from tracker.hashid_codec import HashidCodec
 
 TAG_BYTES = 12
 _SEPARATOR = "."
@@ -25,7 +25,7 @@ class TokenCodec:
         prefix = purpose.encode() + b":"
         # HMAC keyed (and fed the purpose) once per key; each token copies that state.
         self._keyed = tuple(hmac.new(key, prefix, hashlib.sha256) for key in secret_keys)
-        self._ids = Hashids(salt=f"fairclick:{purpose}", min_length=6)
+        self._ids = HashidCodec(f"fairclick:{purpose}", min_length=6)
         self._id_count = id_count
 
     def _tag(self, keyed: hmac.HMAC, body: str) -> str:
@@ -49,7 +49,7 @@ class TokenCodec:
         given = tag.encode("utf-8", "surrogateescape")
         if not any(hmac.compare_digest(self._tag(k, body).encode(), given) for k in self._keyed):
             return None
-        # Hashids.decode itself re-encodes and returns () unless that gives back `body`
+        # decode re-encodes and returns () unless that gives back `body`
         # exactly, so an altered body never decodes to other ids.
         ids = self._ids.decode(body)
         if len(ids) != self._id_count:
