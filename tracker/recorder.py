@@ -164,6 +164,10 @@ class Recorder:
         self._stopped = False
         self._tasks: set[asyncio.Task] = set()
         self._recovery: asyncio.Task | None = None
+        # Connections kept between batches: handing one back to the pool after every
+        # batch costs a reset round trip (RESET ALL and friends) for nothing, as
+        # batches set no session state.
+        self._idle: list[asyncpg.Connection] = []
 
     async def start(self) -> None:
         for _ in range(self._flusher_count):
@@ -184,7 +188,17 @@ class Recorder:
         if self._recovery is not None:
             self._recovery.cancel()
             await asyncio.gather(self._recovery, return_exceptions=True)
+        while self._idle:
+            await self._give_back(self._idle.pop())
         self.spool.seal()
+
+    async def _give_back(self, conn: asyncpg.Connection) -> None:
+        """Return a kept connection to the pool, which resets it or, if broken, closes it."""
+        try:
+            await self.pool.release(conn, timeout=2)
+        except Exception as exc:  # a connection PostgreSQL already dropped
+            log.debug("releasing a recorder connection: %r", exc)
+            conn.terminate()
 
     def _keep(self, task: asyncio.Task) -> asyncio.Task:
         self._tasks.add(task)
@@ -218,24 +232,24 @@ class Recorder:
         metrics.BATCH_SIZE.observe(len(batch))
         results = None
         if not self.degraded:
+            conn = None
             try:
-                async with self.pool.acquire(timeout=2) as conn:
-                    if all(isinstance(e, Click) for e in events):
-                        # One statement is atomic on its own: no BEGIN/COMMIT round trips.
+                conn = self._idle.pop() if self._idle else await self.pool.acquire(timeout=2)
+                if all(isinstance(e, Click) for e in events):
+                    # One statement is atomic on its own: no BEGIN/COMMIT round trips.
+                    results = await write_events(conn, events)  # committed
+                else:
+                    async with conn.transaction():
                         written = await write_events(conn, events)
-                    else:
-                        async with conn.transaction():
-                            written = await write_events(conn, events)
                     results = written  # committed
+                self._idle.append(conn)
             except Exception as exc:
                 # results is set only once the COMMIT returned. Set inside the transaction
-                # (as it was), a COMMIT failing on a closed connection answered 302 for
-                # clicks never stored: lost on a PostgreSQL restart. A failure after the
-                # commit (the pool resetting a connection PostgreSQL is closing) must
-                # neither turn stored clicks into 500s nor spool them a second time.
-                if results is not None:
-                    log.warning("releasing a connection after a commit failed: %r", exc)
-                elif isinstance(exc, UNREACHABLE):
+                # (as it once was), a COMMIT failing on a closed connection answered 302
+                # for clicks never stored: lost on a PostgreSQL restart.
+                if conn is not None:
+                    await self._give_back(conn)
+                if isinstance(exc, UNREACHABLE):
                     log.warning("database unreachable (%s): spooling clicks locally", exc)
                     self._enter_degraded()
                 else:  # a bug, not an outage: keep the links working
