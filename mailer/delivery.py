@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.policy import SMTP
 
 import aiosmtplib
 import asyncpg
@@ -27,6 +26,7 @@ import asyncpg
 from mailer import dkim
 from mailer.campaigns import compile_templates
 from mailer.compose import Composer, LinkRegistry, Recipient
+from mailer.message import wire_bytes
 from mailer.queries import SQL
 from tracker.errors import FairclickError
 from tracker.settings import Settings, SmtpTarget
@@ -375,7 +375,7 @@ class Delivery:
         return "sent"
 
     def _wire_bytes(self, message: EmailMessage) -> bytes:
-        data = message.as_bytes(policy=SMTP)
+        data = wire_bytes(message)
         if self.settings.dkim is not None:
             data = dkim.sign(data, self.settings.dkim)
         return data

@@ -2,24 +2,73 @@
 
 from __future__ import annotations
 
+import binascii
+import secrets
 from datetime import UTC, datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
+from email.generator import BytesGenerator
+from email.headerregistry import Address, HeaderRegistry
+from email.message import EmailMessage, MIMEPart
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
+from io import BytesIO
 
 from tracker.errors import FairclickError
 
 
+class _HeaderClasses(HeaderRegistry):
+    """The standard header registry, each header class made once instead of once per header.
+
+    HeaderRegistry builds a new class with type() for every header it is asked for; with
+    a dozen headers per message that was a tenth of the MIME cost. Parsing, checking and
+    folding are the registry's own, unchanged.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._made: dict[str, type] = {}
+
+    def __getitem__(self, name):
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = super().__getitem__(name)
+        return made
+
+
+# The SMTP policy (CRLF, 78-column folding, header checks), with the registry above.
+POLICY = SMTP.clone(header_factory=_HeaderClasses())
+# "=_" never occurs in quoted-printable text (an "=" there is followed by a hex digit or a
+# line break), so no body line can be taken for a boundary: the generator need not search
+# both bodies for a collision, as it does for a boundary it makes up itself.
+_BOUNDARY_PREFIX = "=_fairclick_"
+
+
 def parse_from_address(value: str) -> Address:
     """One address, with optional display name, e.g. 'News <news@example.com>'."""
-    header = SMTP.header_factory("From", value)
+    header = POLICY.header_factory("From", value)
     addresses = getattr(header, "addresses", ())
     if len(addresses) != 1 or header.defects or not addresses[0].domain:
         raise FairclickError(
             f"--from {value!r} is not one email address: use e.g. --from 'News <news@example.com>'"
         )
     return addresses[0]
+
+
+def quoted_printable(text: str) -> str:
+    """UTF-8 quoted-printable body, lines as EmailMessage.set_content normalises them.
+
+    binascii's C encoder, ~4x faster than the email package's own: it escapes '=',
+    non-ASCII bytes, trailing spaces and tabs, and a line that is a lone '.', and breaks
+    lines over 76 characters with soft line breaks.
+    """
+    body = b"\n".join(text.encode("utf-8").splitlines()) + b"\n"
+    return binascii.b2a_qp(body, istext=True).decode("ascii")
+
+
+def _text_part(message: MIMEPart, text: str, subtype: str) -> None:
+    message["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+    message["Content-Transfer-Encoding"] = "quoted-printable"
+    message.set_payload(quoted_printable(text))
 
 
 def build_message(
@@ -34,7 +83,7 @@ def build_message(
     unsubscribe_url: str,
 ) -> EmailMessage:
     """text/plain alone when html is None, else multipart/alternative (text, then HTML)."""
-    msg = EmailMessage(policy=SMTP)
+    msg = EmailMessage(policy=POLICY)
     msg["From"] = sender
     msg["To"] = Address(display_name=to_name, addr_spec=to_email)
     msg["Subject"] = subject
@@ -42,7 +91,42 @@ def build_message(
     msg["Message-ID"] = make_msgid(domain=domain)
     msg["List-Unsubscribe"] = f"<{unsubscribe_url}>"
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg.set_content(text, subtype="plain", charset="utf-8")
-    if html is not None:
-        msg.add_alternative(html, subtype="html", charset="utf-8")
+    msg["MIME-Version"] = "1.0"
+    if html is None:
+        _text_part(msg, text, "plain")
+        return msg
+    msg["Content-Type"] = (
+        f'multipart/alternative; boundary="{_BOUNDARY_PREFIX}{secrets.token_hex(12)}"'
+    )
+    for body, subtype in ((text, "plain"), (html, "html")):
+        part = MIMEPart(policy=POLICY)
+        _text_part(part, body, subtype)
+        msg.attach(part)
     return msg
+
+
+class _WireGenerator(BytesGenerator):
+    """BytesGenerator that writes an ASCII body with bare LF lines in one piece.
+
+    The stock generator writes a body line by line (three calls per line, ~1,300 per
+    message); the bytes are the same.
+    """
+
+    def _handle_text(self, msg):
+        payload = msg._payload
+        if (
+            isinstance(payload, str)
+            and not self._mangle_from_
+            and payload.isascii()
+            and "\r" not in payload
+        ):
+            self._fp.write(payload.replace("\n", self._NL).encode("ascii"))
+        else:
+            super()._handle_text(msg)
+
+
+def wire_bytes(message: EmailMessage) -> bytes:
+    """The message as sent: the same bytes as message.as_bytes(policy=SMTP), made faster."""
+    out = BytesIO()
+    _WireGenerator(out, mangle_from_=False, policy=SMTP).flatten(message)
+    return out.getvalue()
