@@ -7,7 +7,14 @@ import time
 import pytest
 from helpers import honeypot_links, pixels, tracked_links
 
-from tracker.bots import AFTER_HONEYPOT, BURST, HONEYPOT, KNOWN_AGENT
+from tracker.bots import (
+    AFTER_HONEYPOT,
+    BURST,
+    HONEYPOT,
+    KNOWN_AGENT,
+    REMEMBERED_CLICKS,
+    ScanDetector,
+)
 from tracker.opens import PIXEL
 from tracker.recorder import TOO_SOON_REASON
 from tracker.reports import campaign_report
@@ -142,3 +149,19 @@ async def test_a_bad_pixel_token_still_answers_the_image(pool, settings, tracker
     status, body = await get(http, f"{settings.base_url}/o/nonsense.gif")
     assert (status, body) == (200, PIXEL)
     assert await pool.fetchval("SELECT count(*) FROM opens") == 0
+
+
+def test_one_token_requested_over_and_over_keeps_the_detector_bounded():
+    """A flood of one link costs the same per click; a burst after it is still seen."""
+    clock = [1000.0]
+    detector = ScanDetector(clock=lambda: clock[0])
+    for _ in range(5000):
+        clock[0] += 0.001
+        assert detector.judge(7, 1, honeypot=False).reason is None  # one link: not a burst
+    verdict = detector.judge(7, 99, honeypot=True)
+    assert verdict.reason == HONEYPOT
+    assert len(verdict.earlier) == REMEMBERED_CLICKS
+    clock[0] += 1
+    assert detector.judge(8, 1, honeypot=False).reason is None
+    assert detector.judge(8, 2, honeypot=False).reason is None
+    assert detector.judge(8, 3, honeypot=False).reason == BURST

@@ -29,6 +29,10 @@ BURST_LINKS = 3
 BURST_SECONDS = 2.0
 # How long a message stays suspect around a honeypot hit.
 HONEYPOT_SECONDS = 60.0
+# Clicks remembered per message: plenty for any burst or honeypot neighbourhood, and
+# one token requested over and over (a retrying client, a flood) costs the same per
+# click as any other instead of copying a minute of history each time.
+REMEMBERED_CLICKS = 64
 
 
 @lru_cache(maxsize=4096)
@@ -59,7 +63,7 @@ class Seen:
 
 @dataclass
 class _Recent:
-    clicks: deque[Seen] = field(default_factory=deque)
+    clicks: deque[Seen] = field(default_factory=lambda: deque(maxlen=REMEMBERED_CLICKS))
     suspect_until: float = 0.0
 
 
