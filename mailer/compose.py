@@ -16,8 +16,9 @@ import asyncpg
 from mailer.message import build_message, parse_from_address
 from mailer.queries import SQL
 from mailer.rewrite import find_links, rewrite_links
-from mailer.templates import CampaignTemplates, html_to_text
+from mailer.templates import CampaignTemplates
 from mailer.text_links import find_text_links, replace_text_links
+from mailer.text_part import Message
 from tracker.tokens import Tokens
 
 HONEYPOT_NAME = "fairclick-honeypot"
@@ -185,13 +186,18 @@ class Composer:
             if recipient.tracking_consent:
                 # Who agreed to tracking has the text part's links tracked as well.
                 text = (
-                    html_to_text(html)
+                    self.templates.text_part.text(
+                        Message(rendered.html, rendered.layout),
+                        links=(spots, lambda spot: tracked[spot.start]),
+                        rewritten_html=html,
+                        skip_prefixes=(self._preferences_prefix,),
+                    )
                     if text is None
                     else await self._track_text(conn, text, message_id)
                 )
             html = await self._add_machine_markers(conn, html, recipient, message_id)
         if text is None:
-            text = html_to_text(rendered.html)
+            text = self.templates.text_part.text(Message(rendered.html, rendered.layout))
         return build_message(
             sender=self.sender,
             to_email=recipient.email,

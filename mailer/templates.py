@@ -9,6 +9,8 @@ from typing import Any
 import html2text
 import jinja2
 
+from mailer.text_part import Layout, TextPart
+
 # Layout tables become plain paragraphs; links stay visible as URLs.
 _TEXT_GENERATOR_OPTIONS = {
     "body_width": 78,
@@ -51,6 +53,7 @@ class Rendered:
     subject: str
     html: str
     text: str | None  # None: the campaign has no text template (generate it from HTML)
+    layout: Layout | None = None  # how the HTML was put together, for TextPart
 
 
 def _environment(sources: dict[str, str], *, autoescape: bool) -> jinja2.Environment:
@@ -114,23 +117,32 @@ class CampaignTemplates:
         self._subject = compiled[subject_name]
         self._html = compiled[html_filename]
         self._text = compiled.get(text_filename or "text")
+        # Without a text template the text part is generated from the HTML.
+        self.text_part = (
+            TextPart(html_env, html, html_filename, html_to_text, _TEXT_GENERATOR_OPTIONS)
+            if self._text is None
+            else None
+        )
 
     def render(self, context: dict[str, Any]) -> Rendered:
         """Render for one recipient; raises RenderFailed naming file and line."""
         parts = {}
+        layout = None
+        if self.text_part is not None and (twin := self.text_part.render(context)) is not None:
+            parts["html"], layout = twin
         for key, template, filename in (
             ("subject", self._subject, "subject"),
             ("html", self._html, self.html_filename),
             ("text", self._text, self.text_filename or "text"),
         ):
-            if template is None:
+            if template is None or key in parts:
                 continue
             try:
                 parts[key] = template.render(context)
             except Exception as exc:  # any error inside a template is the template's problem
                 raise RenderFailed(_render_error(exc, filename)) from exc
         subject = " ".join(parts["subject"].split())  # one line, so no header can be injected
-        return Rendered(subject=subject, html=parts["html"], text=parts.get("text"))
+        return Rendered(subject=subject, html=parts["html"], text=parts.get("text"), layout=layout)
 
 
 class CompileFailed(Exception):

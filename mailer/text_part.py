@@ -1,0 +1,360 @@
+"""The text part generated from the HTML, converted once per layout instead of once per message.
+
+html2text on a 30 KB email costs ~10 ms, and every message of a campaign is the same HTML
+but for a few values (a name, a city, a URL) and which {% if %} branches were taken. So:
+
+1. The HTML template is rendered through a twin whose literal pieces are replaced by short
+   markers. Its output names the literal pieces used, in order (the *layout*), and the values
+   between them; joining them gives the same HTML the template renders.
+2. Once per layout, html2text converts the layout with each value replaced by a placeholder
+   word (unwrapped: wrapping depends on the values' lengths), while watching where the
+   placeholders go. It gives up on the layout where a value could change anything but the
+   words it stands for: in a tag or attribute name, an entity, an unquoted attribute, an
+   attribute html2text reads for its structure, or a link text compared with its href.
+3. Per message, each value must be *plain* (a letter first, single inner spaces, none of the
+   characters html2text escapes, splits or collapses), so it comes out of html2text as
+   itself; then the placeholders are replaced and the text is wrapped as html2text wraps.
+   Anything else (a value that is not plain, a template using macros, blocks, includes…)
+   falls back to html2text on the message itself.
+
+For recipients whose text links are tracked, a second conversion per layout also puts
+placeholders in place of the trackable hrefs, which are then checked, per message, to be
+the links the rewriter found in the real HTML.
+
+tests/test_text_part.py checks the outcome against html2text on the example, the corpus
+and the benchmark's templates, for plain and awkward values.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import html2text
+import jinja2
+from jinja2 import nodes
+
+from mailer.rewrite import LinkSpot, find_links
+
+# Layouts kept per campaign; a template with loops over values could make many.
+MAX_LAYOUTS = 64
+# Wrapped paragraphs kept per campaign (most are the same in every message).
+MAX_WRAPPED = 20_000
+_MARK = "\x00"
+_FIRST_PIECE = 0xE000  # markers name literal pieces by private-use characters
+_MAX_PIECES = 0xF8FF - _FIRST_PIECE
+# Statements whose output goes straight to the template's output. Macros, call/filter/set
+# blocks capture output (markers and all) to use it as a value; blocks, includes and imports
+# bring in other render functions.
+_PLAIN_STATEMENTS = (nodes.Output, nodes.If, nodes.For, nodes.With, nodes.Assign)
+# A value html2text passes through unchanged wherever it stands: a letter first (not a digit,
+# '-', '+', '.', '#' or bracket a line could start with), no entity or markup character, no
+# character its Markdown escapes touch, no brace (its CSS reader splits on them) and only
+# single spaces between words.
+_PLAIN_VALUE = re.compile(r"[^\W\d_](?:[^\s&<>\"'\\\[\](){}]| (?=[^\s]))*")
+# A tracked URL as written into the HTML (rewrite_links writes it as is).
+_PLAIN_URL = re.compile(r"https?://[^\s&<>\"'\\\[\](){}]+")
+_QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'")
+_ABSOLUTE_URL = re.compile(r"^[a-zA-Z+]+://")  # html2text's test for an automatic <link>
+# Tags whose attributes html2text reads for structure (numbering, abbreviations); a/href and
+# a/title are followed value by value.
+_STRUCTURAL_ATTRIBUTES = {"ol", "ul", "abbr"}
+
+
+class _Unmarkable(Exception):
+    """A value contains a marker character: this message takes the template's own render."""
+
+
+def _finalize(value):
+    text = value if isinstance(value, str) else str(value)
+    if _MARK in text:
+        raise _Unmarkable
+    return value
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One message's HTML, as the literal pieces used (a key) and the values between them."""
+
+    key: str
+    values: tuple[str, ...]  # the non-empty values, in order
+
+
+class LayoutTemplate:
+    """The HTML template's twin: renders the same HTML, and says which layout it is."""
+
+    def __init__(self, environment: jinja2.Environment, source: str, filename: str):
+        """Raises ValueError for templates the twin cannot follow."""
+        tree = environment.parse(source, filename, filename)
+        for node in tree.find_all(nodes.Stmt):
+            if not isinstance(node, _PLAIN_STATEMENTS):
+                raise ValueError(f"{type(node).__name__} statements are not followed")
+        pieces = []
+        for data in tree.find_all(nodes.TemplateData):
+            if len(pieces) >= _MAX_PIECES:
+                raise ValueError("too many literal pieces")
+            pieces.append(data.data)
+            data.data = _MARK + chr(_FIRST_PIECE + len(pieces) - 1)
+        if any(_MARK in piece for piece in pieces):
+            raise ValueError("the template contains the marker character")
+        twin_env = environment.overlay(finalize=_finalize)
+        code = twin_env.compile(tree, filename, filename)
+        self._twin = twin_env.template_class.from_code(twin_env, code, twin_env.make_globals(None))
+        self._pieces = pieces
+
+    def render(self, context: dict) -> tuple[str, Layout] | None:
+        """(HTML, layout), or None where a value holds a marker (render the template instead)."""
+        try:
+            out = self._twin.render(context)
+        except _Unmarkable:
+            return None
+        chunks = out.split(_MARK)
+        pieces = self._pieces
+        html = [chunks[0]]
+        key = ["+" if chunks[0] else "-"]
+        values = [chunks[0]] if chunks[0] else []
+        for chunk in chunks[1:]:
+            html.append(pieces[ord(chunk[0]) - _FIRST_PIECE])
+            key.append(chunk[0])
+            if len(chunk) > 1:
+                value = chunk[1:]
+                html.append(value)
+                values.append(value)
+                key.append("+")
+        return "".join(html), Layout("".join(key), tuple(values))
+
+    def layout_html(self, layout: Layout, placeholder: Callable[[int], str]) -> str:
+        """The layout's HTML with placeholder(i) where its i-th value goes."""
+        out = []
+        count = 0
+        for char in layout.key:
+            if char == "-":
+                continue
+            if char == "+":
+                out.append(placeholder(count))
+                count += 1
+            else:
+                out.append(self._pieces[ord(char) - _FIRST_PIECE])
+        return "".join(out)
+
+
+@dataclass(frozen=True)
+class _Converted:
+    text: str  # html2text's unwrapped text, with placeholders
+    # (href, link text, html2text's verdict) where either holds a placeholder: whether it
+    # writes the link as <url> depends on the values, so each message checks it again.
+    automatic: tuple[tuple[str, str, bool], ...]
+
+
+class _WatchingConverter(html2text.HTML2Text):
+    """html2text, noting where placeholders go and whether their values could matter."""
+
+    def __init__(self, options: dict, placeholder: re.Pattern[str], value: re.Pattern[str]):
+        super().__init__()
+        for option, setting in options.items():
+            setattr(self, option, setting)
+        self.body_width = 0  # wrapped per message, once the values are in
+        self.placeholder = placeholder
+        self.value_words = value  # value words only: tracked URLs may stand unquoted, values not
+        self.seen = 0
+        self.unsafe: str | None = None
+        self.automatic: list[tuple[str, str, bool]] = []
+
+    def _count(self, text: str | None) -> int:
+        return len(self.placeholder.findall(text)) if text else 0
+
+    def handle_starttag(self, tag, attrs):
+        raw = self.get_starttag_text() or ""
+        found = self._count(raw)
+        if found:
+            self.seen += found
+            if self.value_words.search(_QUOTED.sub("", raw)):
+                self.unsafe = f"a value outside a quoted attribute in <{tag}>"
+            elif tag in _STRUCTURAL_ATTRIBUTES:
+                self.unsafe = f"a value in an attribute of <{tag}>"
+        super().handle_starttag(tag, attrs)
+
+    def handle_data(self, data, entity_char=False):
+        self.seen += self._count(data)
+        href = self.maybe_automatic_link
+        if href is not None and (self._count(href) or self._count(data)):
+            # Only an absolute URL can equal an absolute URL.
+            if (
+                _ABSOLUTE_URL.match(href)
+                or _ABSOLUTE_URL.match(data)
+                or (self._count(href) and self._count(data))
+            ):
+                self.automatic.append(
+                    (href, data, bool(href == data and _ABSOLUTE_URL.match(href)))
+                )
+        super().handle_data(data, entity_char)
+
+    def handle_comment(self, data):
+        self.seen += self._count(data)  # comments are not in the text
+
+
+@dataclass
+class Message:
+    """What a composer knows of one message's HTML: enough to ask for its text part."""
+
+    html: str
+    layout: Layout | None
+
+
+class TextPart:
+    """The text part of each message, from per-layout conversions of one HTML template."""
+
+    def __init__(
+        self,
+        environment: jinja2.Environment,
+        source: str,
+        filename: str,
+        html_to_text: Callable[[str], str],
+        options: dict,
+    ):
+        self.html_to_text = html_to_text
+        self._options = options
+        try:
+            self.twin: LayoutTemplate | None = LayoutTemplate(environment, source, filename)
+        except Exception:  # whatever stops the twin, html2text per message is always right
+            self.twin = None
+        nonce = secrets.token_hex(4)
+        while nonce in source:
+            nonce = secrets.token_hex(4)
+        # Placeholder words: a letter first, letters and digits only, unlike any template text.
+        self._value_word = f"Fcv{nonce}v{{}}z".format
+        self._link_word = f"Fcl{nonce}l{{}}z".format
+        self._words = re.compile(rf"Fc([vl]){nonce}[vl](\d+)z")
+        self._value_words = re.compile(rf"Fcv{nonce}v\d+z")
+        # (layout key, skip_prefixes of the tracked conversion, None for the plain one)
+        self._converted: dict[tuple, _Converted | None] = {}
+        self._link_spots: dict[tuple, list[LinkSpot]] = {}
+        self._wrapper = html2text.HTML2Text()
+        for option, value in options.items():
+            setattr(self._wrapper, option, value)
+        self._wrapped: dict[str, str] = {}
+
+    def render(self, context: dict) -> tuple[str, Layout] | None:
+        """(HTML, layout) through the twin, or None: render the template itself (which also
+        reports a render error with its file and line)."""
+        if self.twin is None:
+            return None
+        try:
+            return self.twin.render(context)
+        except Exception:
+            return None
+
+    # ------------------------------------------------------------------ per layout
+
+    def _convert(
+        self, layout: Layout, tracked: bool, skip_prefixes: tuple[str, ...]
+    ) -> _Converted | None:
+        key = (layout.key, skip_prefixes if tracked else None)
+        if key in self._converted:
+            return self._converted[key]
+        if len(self._converted) >= MAX_LAYOUTS:
+            return None  # a template with very many layouts: html2text for each message
+        html = self.twin.layout_html(layout, self._value_word)
+        if tracked:
+            spots = find_links(html, skip_prefixes=skip_prefixes)
+            self._link_spots[key] = spots
+            html = _replace_spots(html, spots, self._link_word)
+        converter = _WatchingConverter(self._options, self._words, self._value_words)
+        text = converter.handle(html)
+        expected = len(self._words.findall(html))
+        if converter.unsafe is None and converter.seen == expected:
+            converted = _Converted(text, tuple(converter.automatic))
+        else:
+            converted = None  # html2text on each message of this layout
+        self._converted[key] = converted
+        return converted
+
+    # ------------------------------------------------------------------ per message
+
+    def text(
+        self,
+        message: Message,
+        *,
+        links: tuple[list[LinkSpot], Callable[[LinkSpot], str]] | None = None,
+        rewritten_html: str | None = None,
+        skip_prefixes: tuple[str, ...] = (),
+    ) -> str:
+        """What html_to_text gives for the message's HTML, or with `links` for the HTML
+        rewritten_html whose spots (found in the message's HTML) carry the tracked URLs."""
+        derived = self._derive(message, links, skip_prefixes)
+        if derived is not None:
+            return derived
+        return self.html_to_text(rewritten_html if links is not None else message.html)
+
+    def _derive(self, message, links, skip_prefixes) -> str | None:
+        layout = message.layout
+        if layout is None or not all(_PLAIN_VALUE.fullmatch(v) for v in layout.values):
+            return None
+        converted = self._convert(layout, links is not None, skip_prefixes)
+        if converted is None:
+            return None
+        values = list(layout.values)
+        urls: list[str] = []
+        if links is not None:
+            spots, tracked = links
+            layout_spots = self._link_spots[(layout.key, skip_prefixes)]
+            if len(spots) != len(layout_spots):
+                return None
+            fill = self._filler(values, ())
+            for spot, ours in zip(spots, layout_spots, strict=True):
+                # The spots found in the layout must be the message's, value for value.
+                if fill(ours.url) != spot.url or (
+                    (fill(ours.name) if ours.name else ours.name) != spot.name
+                ):
+                    return None
+                url = tracked(spot)
+                if not _PLAIN_URL.fullmatch(url):
+                    return None
+                urls.append(url)
+        fill = self._filler(values, urls)
+        for href, data, verdict in converted.automatic:
+            real_href = fill(href)
+            if bool(real_href == fill(data) and _ABSOLUTE_URL.match(real_href)) != verdict:
+                return None
+        return self._wrap(fill(converted.text)).strip() + "\n"
+
+    def _filler(self, values: list[str], urls: list[str]) -> Callable[[str], str]:
+        def value(match: re.Match[str]) -> str:
+            return (values if match[1] == "v" else urls)[int(match[2])]
+
+        return lambda text: self._words.sub(value, text)
+
+    def _wrap(self, text: str) -> str:
+        """html2text's optwrap, paragraph by paragraph, remembering wrapped paragraphs.
+
+        optwrap wraps each line on its own; only empty lines depend on what came before
+        (at most two newlines in a row).
+        """
+        out = []
+        newlines = 0
+        cache = self._wrapped
+        for para in text.split("\n"):
+            if para:
+                done = cache.get(para)
+                if done is None:
+                    done = self._wrapper.optwrap(para)
+                    if len(cache) < MAX_WRAPPED:
+                        cache[para] = done
+                out.append(done)
+                if done:
+                    newlines = 2 if done.endswith("\n\n") else 1
+            elif newlines < 2:
+                out.append("\n")
+                newlines += 1
+        return "".join(out)
+
+
+def _replace_spots(html: str, spots: list[LinkSpot], word: Callable[[int], str]) -> str:
+    parts, copied = [], 0
+    for i, spot in enumerate(spots):
+        parts += (html[copied : spot.start], word(i))
+        copied = spot.end
+    parts.append(html[copied:])
+    return "".join(parts)
