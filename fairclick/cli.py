@@ -203,6 +203,28 @@ async def cmd_erase(args, settings: Settings) -> int:
     return 0
 
 
+async def cmd_retention(args, settings: Settings) -> int:
+    from tracker.retention import apply_retention
+
+    async with connected(settings) as pool, pool.acquire() as conn:
+        result = await apply_retention(
+            conn, deidentify_after=args.de_identify_after, delete_after=args.delete_after
+        )
+    print(
+        f"de-identified {result.deidentified['clicks']} click(s) and "
+        f"{result.deidentified['opens']} open(s) from before {result.deidentified_before}: "
+        "still counted, no longer linked to anyone"
+    )
+    if result.deleted_before is not None:
+        dropped = ", ".join(result.dropped) or "none"
+        print(
+            f"deleted everything from before {result.deleted_before}: monthly partitions "
+            f"dropped: {dropped}; {result.deleted['clicks']} click(s) and "
+            f"{result.deleted['opens']} open(s) deleted from the default partition"
+        )
+    return 0
+
+
 def cmd_quickstart(args, settings: Settings) -> int:
     from fairclick.quickstart import quickstart
 
@@ -276,6 +298,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("erase", help="remove a person's data, keeping anonymous counts")
     p.add_argument("email")
     p.set_defaults(run=cmd_erase)
+
+    p = sub.add_parser(
+        "retention", help="de-identify old clicks and opens, and optionally delete older ones"
+    )
+    p.add_argument(
+        "--de-identify-after",
+        type=int,
+        required=True,
+        metavar="MONTHS",
+        help="whole months after which clicks and opens keep no message, network or agent",
+    )
+    p.add_argument(
+        "--delete-after",
+        type=int,
+        metavar="MONTHS",
+        help="whole months after which clicks and opens are deleted (counts included)",
+    )
+    p.set_defaults(run=cmd_retention)
 
     p = sub.add_parser("quickstart", help="run everything locally on the embedded defaults")
     p.add_argument("--host", default="127.0.0.1")

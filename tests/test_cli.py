@@ -261,3 +261,12 @@ async def test_migrate_on_migrated_database_is_up_to_date(fairclick, pool):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "the database is up to date"
     assert await pool.fetchval("SELECT count(*) FROM schema_migrations") == before
+
+
+async def test_retention_from_the_command_line(fairclick):
+    result = fairclick("retention", "--de-identify-after", "12", "--delete-after", "24")
+    assert result.returncode == 0, result.stderr
+    assert "de-identified 0 click(s) and 0 open(s) from before" in result.stdout
+    assert "monthly partitions dropped: none" in result.stdout
+    bad = one_line_error(fairclick("retention", "--de-identify-after", "6", "--delete-after", "2"))
+    assert "--delete-after (2) must be more months than --de-identify-after (6)" in bad

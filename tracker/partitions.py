@@ -13,7 +13,8 @@ PARTITIONED = ("clicks", "opens")
 MONTHS_AHEAD = 3
 
 
-def _month(d: date, offset: int) -> date:
+def month_start(d: date, offset: int = 0) -> date:
+    """The first day of d's month, moved by offset months."""
     index = d.year * 12 + d.month - 1 + offset
     return date(index // 12, index % 12 + 1, 1)
 
@@ -25,7 +26,7 @@ async def ensure_partitions(
     today = today or datetime.now(UTC).date()
     created = []
     for offset in range(0, months_ahead + 1):
-        start, end = _month(today, offset), _month(today, offset + 1)
+        start, end = month_start(today, offset), month_start(today, offset + 1)
         for table in PARTITIONED:
             name = f"{table}_{start:%Y_%m}"
             exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name)

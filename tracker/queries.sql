@@ -168,3 +168,26 @@ SELECT url, campaign_id, purpose = 'honeypot' AS honeypot FROM links WHERE id = 
 
 -- name: claim_spool_file
 INSERT INTO spool_replays (name, rows) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING name
+
+-- name: deidentify_clicks_before
+-- Retention: older clicks stay counted but no longer name a message, network or agent.
+UPDATE clicks SET message_id = NULL, ip = NULL, user_agent = NULL
+WHERE clicked_at < $1 AND message_id IS NOT NULL
+
+-- name: deidentify_opens_before
+UPDATE opens SET message_id = NULL, ip = NULL, user_agent = NULL
+WHERE opened_at < $1 AND message_id IS NOT NULL
+
+-- name: monthly_partitions
+-- The monthly partitions of a table, with the month each one starts (from its name).
+SELECT c.relname AS name, to_date(right(c.relname, 7), 'YYYY_MM') AS month
+FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = $1::regclass AND c.relname ~ '_[0-9]{4}_[0-9]{2}$'
+ORDER BY month
+
+-- name: delete_clicks_before
+DELETE FROM clicks WHERE clicked_at < $1
+
+-- name: delete_opens_before
+DELETE FROM opens WHERE opened_at < $1
