@@ -177,6 +177,8 @@ class _WatchingConverter(html2text.HTML2Text):
         super().handle_starttag(tag, attrs)
 
     def handle_data(self, data, entity_char=False):
+        if entity_char and self._count(data):
+            self.unsafe = "a value in an entity"
         self.seen += self._count(data)
         href = self.maybe_automatic_link
         if href is not None and (self._count(href) or self._count(data)):
@@ -228,6 +230,7 @@ class TextPart:
         self._link_word = f"Fcl{nonce}l{{}}z".format
         self._words = re.compile(rf"Fc([vl]){nonce}[vl](\d+)z")
         self._value_words = re.compile(rf"Fcv{nonce}v\d+z")
+        self._after_ampersand = re.compile(rf"&[#\w]*Fcv{nonce}v\d+z")
         # (layout key, skip_prefixes of the tracked conversion, None for the plain one)
         self._converted: dict[tuple, _Converted | None] = {}
         self._link_spots: dict[tuple, list[LinkSpot]] = {}
@@ -264,7 +267,9 @@ class TextPart:
         converter = _WatchingConverter(self._options, self._words, self._value_words)
         text = converter.handle(html)
         expected = len(self._words.findall(html))
-        if converter.unsafe is None and converter.seen == expected:
+        # A value right after "&" and letters could end up in an entity ("&co" + "py…").
+        entity = self._after_ampersand.search(html)
+        if converter.unsafe is None and converter.seen == expected and entity is None:
             converted = _Converted(text, tuple(converter.automatic))
         else:
             converted = None  # html2text on each message of this layout

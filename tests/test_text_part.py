@@ -1,0 +1,197 @@
+"""The text part made once per layout is, byte for byte, what html2text makes of each message."""
+
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+
+from mailer.message import build_message, parse_from_address, quoted_printable, wire_bytes
+from mailer.rewrite import find_links, rewrite_links
+from mailer.templates import CampaignTemplates, html_to_text
+from mailer.text_part import Message
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = [
+    ROOT / "templates/email/example/welcome.html",
+    ROOT / "bench/mailer_sample.html",
+    *sorted((ROOT / "tests/corpus").glob("*.html")),
+]
+PREFERENCES = "https://fc.example/p/"
+SKIP = (PREFERENCES,)
+PLAIN_NAMES = ["Ada Lovelace", "Zoë Ünal-Smith", "Grace", ""]
+AWKWARD_NAMES = [
+    "O'Brien & Sons",
+    "  spaced  out ",
+    "12. Main",
+    "- dash",
+    "a\u00a0b",
+    "x[y](z)",
+    "<b>bold</b>",
+    "back\\slash",
+    "{brace}",
+    "zero\x00byte",
+    "https://fc.example/p/tok",
+    "line\nbreak",
+    "a" * 120,
+]
+
+
+def context(name: str, member: bool, n: int, campaign: str = "autumn 2025 & more") -> dict:
+    return {
+        "recipient": {
+            "email": f"r{n}@example.net",
+            "name": name,
+            "attributes": {"city": name or "Oslo", "member": member},
+        },
+        "campaign": {"name": campaign},
+        "preferences_url": f"{PREFERENCES}tok{n}",
+        "share_url": f"https://share.example/{n}",
+    }
+
+
+def compile_html(path: Path) -> CampaignTemplates:
+    return CampaignTemplates(
+        subject="s", html=path.read_text(encoding="utf-8"), html_filename=path.name
+    )
+
+
+def tracked_html(html: str, n: int):
+    spots = find_links(html, skip_prefixes=SKIP)
+    urls = {
+        spot.start: f"https://click.example.com/c/Tk{n}x{i}.AbC-_9" for i, spot in enumerate(spots)
+    }
+    return (
+        spots,
+        (lambda spot: urls[spot.start]),
+        rewrite_links(html, spots, lambda s: urls[s.start]),
+    )
+
+
+def refuse(html: str) -> str:
+    raise AssertionError("html2text ran on the message: the per-layout text was not used")
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.stem)
+def test_text_is_html2texts_for_every_recipient(path: Path) -> None:
+    templates = compile_html(path)
+    part = templates.text_part
+    for n, name in enumerate(PLAIN_NAMES + AWKWARD_NAMES):
+        for member in (True, False):
+            rendered = templates.render(context(name, member, n))
+            message = Message(rendered.html, rendered.layout)
+            assert part.text(message) == html_to_text(rendered.html), (name, member)
+            spots, tracked, rewritten = tracked_html(rendered.html, n)
+            assert part.text(
+                message, links=(spots, tracked), rewritten_html=rewritten, skip_prefixes=SKIP
+            ) == html_to_text(rewritten), (name, member, "tracked")
+
+
+@pytest.mark.parametrize("path", TEMPLATES[:2], ids=lambda p: p.stem)
+def test_plain_values_need_no_html2text_per_message(path: Path) -> None:
+    """The example and the benchmark's layout: derived once, then only filled in."""
+    templates = compile_html(path)
+    part = templates.text_part
+    expected = {}
+    for n, name in enumerate(PLAIN_NAMES):
+        for member in (True, False):
+            rendered = templates.render(context(name, member, n, "autumn"))
+            spots, _, rewritten = tracked_html(rendered.html, n)
+            expected[(n, member)] = (html_to_text(rendered.html), html_to_text(rewritten))
+    part.html_to_text = refuse
+    for n, name in enumerate(PLAIN_NAMES):
+        for member in (True, False):
+            rendered = templates.render(context(name, member, n, "autumn"))
+            message = Message(rendered.html, rendered.layout)
+            spots, tracked, rewritten = tracked_html(rendered.html, n)
+            plain, with_links = expected[(n, member)]
+            assert part.text(message) == plain
+            got = part.text(
+                message, links=(spots, tracked), rewritten_html=rewritten, skip_prefixes=SKIP
+            )
+            assert got == with_links
+            if spots:
+                assert "https://click.example.com/c/" in got
+
+
+def test_the_twin_renders_the_templates_html() -> None:
+    source = (ROOT / "bench/mailer_sample.html").read_text(encoding="utf-8")
+    with_twin = CampaignTemplates(subject="s", html=source, html_filename="a.html")
+    without = CampaignTemplates(subject="s", html=source, html_filename="a.html", text="t")
+    assert with_twin.text_part.twin is not None and without.text_part is None
+    for n, name in enumerate(PLAIN_NAMES + AWKWARD_NAMES):
+        ctx = context(name, n % 2 == 0, n)
+        assert with_twin.render(ctx).html == without.render(ctx).html
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # Statements the twin does not follow: html2text on every message.
+        "{% macro b(x) %}<b>{{ x }}</b>{% endmacro %}<p>Hi {{ b(recipient.name) }}</p>",
+        "{% set greeting %}Hi {{ recipient.name }}{% endset %}<p>{{ greeting }}</p>",
+        "<p>{% filter upper %}Hi {{ recipient.name }}{% endfilter %}</p>",
+        # Values where html2text decides on them: the layout is given up.
+        "<p><a href='{{ preferences_url }}'>{{ preferences_url }}</a></p>",
+        "<ol start='{{ recipient.attributes.city }}'><li>{{ recipient.name }}</li></ol>",
+        "<p><a href={{ preferences_url }}>x</a> <{{ recipient.name }}>y</p>",
+        "<p>&{{ recipient.name }}; and {{ recipient.name }}</p>",
+        "<p>&co{{ recipient.name }}</p><a href='https://x.example/?a&co{{ recipient.name }}'>x</a>",
+        # Loops: one layout per number of items.
+        "<ul>{% for c in recipient.name %}<li>{{ c }}</li>{% endfor %}</ul>",
+    ],
+)
+def test_awkward_templates_still_get_html2texts_text(source: str) -> None:
+    templates = CampaignTemplates(subject="s", html=source, html_filename="t.html")
+    for n, name in enumerate(PLAIN_NAMES + AWKWARD_NAMES):
+        rendered = templates.render(context(name, True, n))
+        message = Message(rendered.html, rendered.layout)
+        assert templates.text_part.text(message) == html_to_text(rendered.html)
+        spots, tracked, rewritten = tracked_html(rendered.html, n)
+        assert templates.text_part.text(
+            message, links=(spots, tracked), rewritten_html=rewritten, skip_prefixes=SKIP
+        ) == html_to_text(rewritten)
+
+
+AWKWARD_BODY = (
+    "Grüße, Zoë – “quotes” and emoji 🎉\n"
+    ".\n"
+    ".starts with a dot\n"
+    "=starts with equals, and a=b in the middle\n"
+    "trailing spaces   \n"
+    "trailing tab\t\n"
+    "From the start of a line\n" + "x" * 200 + "\n" + "é" * 100 + "\r\nwindows line\rold mac line\n"
+    "no newline at the end"
+)
+
+
+@pytest.mark.parametrize("html", [None, "<p>" + AWKWARD_BODY + "</p>"])
+def test_bodies_decode_to_what_was_put_in(html: str | None) -> None:
+    message = build_message(
+        sender=parse_from_address("Ünïcode News <news@example.com>"),
+        to_email="zoe@example.net",
+        to_name='Zoë, "the" reader',
+        subject="Grüße" + " long" * 30,
+        text=AWKWARD_BODY,
+        html=html,
+        domain="fc.example",
+        unsubscribe_url="https://fc.example/p/tok",
+    )
+    data = wire_bytes(message)
+    assert data == message.as_bytes(policy=policy.SMTP)
+    assert all(len(line) <= 78 for line in data.split(b"\r\n"))
+    assert all(byte < 128 for byte in data)
+    assert b"\n" not in data.replace(b"\r\n", b"")
+    parsed = message_from_bytes(data, policy=policy.default)
+    # What set_content would have stored: the same lines, ending in a newline.
+    expected = "\n".join(AWKWARD_BODY.splitlines()) + "\n"
+    assert parsed.get_body(("plain",)).get_content().replace("\r\n", "\n") == expected
+    if html is not None:
+        html_part = parsed.get_body(("html",)).get_content().replace("\r\n", "\n")
+        assert html_part == "\n".join(html.splitlines()) + "\n"
+    assert parsed["To"].addresses[0].display_name == 'Zoë, "the" reader'
+    assert parsed["Subject"] == "Grüße" + " long" * 30
+
+
+def test_quoted_printable_escapes_a_lone_dot_and_trailing_whitespace() -> None:
+    encoded = quoted_printable(".\nend  \n")
+    assert encoded.splitlines() == ["=2E", "end =20"]
