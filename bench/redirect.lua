@@ -4,8 +4,11 @@
 --
 --   wrk ... -s bench/redirect.lua http://127.0.0.1:PORT/ -- PATHS_FILE [START_INDEX [DELAY_MS]]
 --
--- DELAY_MS paces the load: each connection waits that long after a response before its
--- next request (wrk's delay()), so latency is measured below saturation.
+-- DELAY_MS paces the load: each connection waits that long on average after a response
+-- before its next request (wrk's delay()), so latency is measured below saturation. The
+-- waits are random (exponential, like people's): with a fixed wait, the connections a
+-- batch answered together would come back together for ever, and latency would measure
+-- 64 requests arriving in one burst rather than a steady flow.
 --
 -- done() prints one line "BENCH {json}" for the driver; wrk's own report stays as it is.
 
@@ -37,10 +40,11 @@ function init(args)
   index = ((tonumber(args[2]) or 0) + (thread_number or 0) * 7919) % #paths
   local pause = tonumber(args[3]) or 0
   if pause > 0 then
+    math.randomseed(os.time() + (thread_number or 0))
     -- Defined only when pacing: wrk checks for delay() after init, and schedules every
     -- request through a timer once it exists.
     function delay()
-      return pause
+      return math.floor(math.min(-pause * math.log(1 - math.random()), 10 * pause))
     end
   end
 end

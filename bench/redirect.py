@@ -738,7 +738,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="RPS",
         default=0,
         help="afterwards, the same runs with the load paced to about RPS requests/s in total "
-        "(each connection pauses between requests): latency below saturation",
+        "(each connection pauses a random time between requests): latency below saturation",
     )
     parser.add_argument(
         "--profile",
@@ -825,8 +825,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.paced:
             pause_ms = max(1, round(1000 * CONNECTIONS / args.paced))
             print(
-                f"\npaced load: each of the {CONNECTIONS} connections waits {pause_ms} ms after a "
-                f"response (about {args.paced} req/s in total if answers are fast)"
+                f"\npaced load: each of the {CONNECTIONS} connections waits {pause_ms} ms on "
+                f"average (exponential) after a response (about {args.paced} req/s in total if "
+                "answers are fast)"
             )
             paced: dict[str, list[Run]] = {s: [] for s in SERVERS}
             for i in range(1, args.runs + 1):
