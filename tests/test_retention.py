@@ -10,14 +10,15 @@ from tracker.errors import FairclickError
 from tracker.partitions import ensure_partitions
 from tracker.retention import apply_retention
 
-TODAY = date(2031, 6, 15)
+# Months before any partition the tracker creates for the real today, which no run may drop.
+TODAY = date(2025, 6, 15)
 
 
 @pytest.fixture
 async def history(pool):
-    """Identified clicks and opens on the 10th of Jan–Jun 2031, one message, one link."""
+    """Identified clicks and opens on the 10th of Jan–Jun 2025, one message, one link."""
     async with pool.acquire() as conn:
-        await ensure_partitions(conn, today=date(2031, 1, 1), months_ahead=5)
+        await ensure_partitions(conn, today=date(2025, 1, 1), months_ahead=5)
         campaign = await conn.fetchval(
             "INSERT INTO campaigns (name, subject_template, from_address, html_template,"
             " html_filename) VALUES ('r', 's', 'n@example.com', 'x', 'x') RETURNING id"
@@ -38,7 +39,7 @@ async def history(pool):
         )
         await conn.execute(
             "INSERT INTO clicks (link_id, message_id, clicked_at, ip, user_agent)"
-            " SELECT $1, $2, make_timestamptz(2031, m, 10, 12, 0, 0, 'UTC'), '192.0.2.0', 'UA'"
+            " SELECT $1, $2, make_timestamptz(2025, m, 10, 12, 0, 0, 'UTC'), '192.0.2.0', 'UA'"
             " FROM generate_series(1, 6) AS m",
             link,
             message,
@@ -46,13 +47,13 @@ async def history(pool):
         # One older click, from before the first partition: it sits in the default one.
         await conn.execute(
             "INSERT INTO clicks (link_id, message_id, clicked_at, ip, user_agent)"
-            " VALUES ($1, $2, '2030-07-01 00:00+00', '192.0.2.0', 'UA')",
+            " VALUES ($1, $2, '2024-07-01 00:00+00', '192.0.2.0', 'UA')",
             link,
             message,
         )
         await conn.execute(
             "INSERT INTO opens (campaign_id, message_id, opened_at, ip, user_agent)"
-            " SELECT $1, $2, make_timestamptz(2031, m, 10, 12, 0, 0, 'UTC'), '192.0.2.0', 'UA'"
+            " SELECT $1, $2, make_timestamptz(2025, m, 10, 12, 0, 0, 'UTC'), '192.0.2.0', 'UA'"
             " FROM generate_series(1, 6) AS m",
             campaign,
             message,
@@ -60,7 +61,7 @@ async def history(pool):
         yield conn
         for month in range(1, 7):  # leave the shared test database as it was
             for table in ("clicks", "opens"):
-                await conn.execute(f"DROP TABLE IF EXISTS {table}_2031_{month:02d}")
+                await conn.execute(f"DROP TABLE IF EXISTS {table}_2025_{month:02d}")
 
 
 async def _months(conn, table: str, column: str) -> dict[str, bool]:
@@ -75,11 +76,11 @@ async def _months(conn, table: str, column: str) -> dict[str, bool]:
 
 async def test_de_identifies_whole_months_and_keeps_counting_them(history):
     result = await apply_retention(history, deidentify_after=3, today=TODAY)
-    assert result.deidentified_before == date(2031, 3, 1)
+    assert result.deidentified_before == date(2025, 3, 1)
     assert result.deidentified == {"clicks": 3, "opens": 2}
     assert await _months(history, "clicks", "clicked_at") == {
-        "2030-07": False, "2031-01": False, "2031-02": False,
-        "2031-03": True, "2031-04": True, "2031-05": True, "2031-06": True,
+        "2024-07": False, "2025-01": False, "2025-02": False,
+        "2025-03": True, "2025-04": True, "2025-05": True, "2025-06": True,
     }  # fmt: skip
     assert list((await _months(history, "opens", "opened_at")).values()) == [False] * 2 + [True] * 4
     again = await apply_retention(history, deidentify_after=3, today=TODAY)
@@ -88,15 +89,15 @@ async def test_de_identifies_whole_months_and_keeps_counting_them(history):
 
 async def test_deletes_older_months_by_dropping_their_partitions(history):
     result = await apply_retention(history, deidentify_after=2, delete_after=4, today=TODAY)
-    assert result.deleted_before == date(2031, 2, 1)
-    assert sorted(result.dropped) == ["clicks_2031_01", "opens_2031_01"]
+    assert result.deleted_before == date(2025, 2, 1)
+    assert sorted(result.dropped) == ["clicks_2025_01", "opens_2025_01"]
     assert result.deleted == {"clicks": 1, "opens": 0}  # the default partition's old row
     assert await _months(history, "clicks", "clicked_at") == {
-        "2031-02": False, "2031-03": False, "2031-04": True, "2031-05": True, "2031-06": True,
+        "2025-02": False, "2025-03": False, "2025-04": True, "2025-05": True, "2025-06": True,
     }  # fmt: skip
-    assert await history.fetchval("SELECT to_regclass('clicks_2031_01')") is None
+    assert await history.fetchval("SELECT to_regclass('clicks_2025_01')") is None
     # The click path still writes to the months that remain.
-    assert await history.fetchval("SELECT to_regclass('clicks_2031_02')") is not None
+    assert await history.fetchval("SELECT to_regclass('clicks_2025_02')") is not None
 
 
 @pytest.mark.parametrize(
