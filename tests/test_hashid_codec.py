@@ -4,7 +4,7 @@ from hashids import Hashids
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracker.hashid_codec import HashidCodec
+from tracker.hashid_codec import MAX_CACHED_NUMBERS, HashidCodec
 
 SALTS = ("fairclick:click", "fairclick:open", "")
 ids = st.lists(st.integers(min_value=0, max_value=2**63), min_size=1, max_size=4)
@@ -44,3 +44,12 @@ def test_refuses_what_hashids_refuses():
     assert codec.encode() == ""
     assert codec.encode(-1, 2) == ""
     assert codec.decode("") == ()
+
+
+def test_long_strings_are_left_to_the_library_and_remember_nothing():
+    codec = HashidCodec("fairclick:click", 6)
+    values = tuple(range(1, 40))
+    encoded = codec.encode(*values)
+    assert encoded == Hashids(salt="fairclick:click", min_length=6).encode(*values)
+    assert codec.decode(encoded) == values
+    assert all(len(chain) <= MAX_CACHED_NUMBERS for chain in codec._chains.values())

@@ -6,47 +6,56 @@ result: that was a quarter of the click path's CPU and most of the mailer's toke
 cost. Each shuffle depends only on the alphabet before it and the token's first
 character (its "lottery"), so the few dozen alphabets in use are computed once and
 kept. Everything else — the strings produced and accepted — is hashids' own, using
-the library's functions; tests/test_tokens.py checks it against `Hashids` itself.
+the library's functions; tests/test_hashid_codec.py checks it against `Hashids` itself.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+import re
 
 import hashids
 from hashids import Hashids
 
-# Keys are (alphabet, salt) pairs: one per lottery character and position in a token,
-# plus the few of min_length padding. A few hundred strings of ~50 characters.
-_reorder = lru_cache(maxsize=4096)(hashids._reorder)
+# Alphabets remembered per lottery character: tokens carry one to two numbers. Longer
+# strings (invented ones) are left to the library, so none can grow the memory.
+MAX_CACHED_NUMBERS = 8
 
 
 class HashidCodec:
     def __init__(self, salt: str, min_length: int):
-        reference = Hashids(salt=salt, min_length=min_length)
+        reference = self._reference = Hashids(salt=salt, min_length=min_length)
         self._salt = reference._salt
         self._min_length = reference._min_length
         self._alphabet = reference._alphabet
         self._separators = reference._separators
         self._guards = reference._guards
-        self._separator_set = frozenset(self._separators)
-        self._guard_set = frozenset(self._guards)
+        self._guard_split = re.compile(f"[{re.escape(self._guards)}]").split
+        self._separator_split = re.compile(f"[{re.escape(self._separators)}]").split
+        # lottery character → the alphabets of a token's 1st, 2nd … number.
+        self._chains: dict[str, list[str]] = {}
 
-    def _alphabet_for(self, lottery: str, alphabet: str) -> str:
-        return _reorder(alphabet, (lottery + self._salt + alphabet)[: len(alphabet)])
+    def _alphabets(self, lottery: str, count: int) -> list[str]:
+        chain = self._chains.setdefault(lottery, [])
+        while len(chain) < count:
+            before = chain[-1] if chain else self._alphabet
+            salt = (lottery + self._salt + before)[: len(before)]
+            chain.append(hashids._reorder(before, salt))
+        return chain
 
     def encode(self, *values: int) -> str:
         """As Hashids.encode: '' unless every value is a non-negative int."""
         if not values or not all(isinstance(v, int) and v >= 0 for v in values):
             return ""
-        alphabet = self._alphabet
-        size = len(alphabet)
+        size = len(self._alphabet)
         separators = self._separators
+        if len(values) > MAX_CACHED_NUMBERS:
+            return self._reference.encode(*values)
         values_hash = sum(v % (i + 100) for i, v in enumerate(values))
-        lottery = alphabet[values_hash % size]
+        lottery = self._alphabet[values_hash % size]
+        chain = self._alphabets(lottery, len(values))
         parts = [lottery]
         for i, value in enumerate(values):
-            alphabet = self._alphabet_for(lottery, alphabet)
+            alphabet = chain[i]
             digits = []
             number = value
             while True:
@@ -61,25 +70,26 @@ class HashidCodec:
         if len(encoded) >= self._min_length:
             return encoded
         return hashids._ensure_length(
-            encoded, self._min_length, alphabet, self._guards, values_hash
+            encoded, self._min_length, chain[len(values) - 1], self._guards, values_hash
         )
 
     def decode(self, hashid: str) -> tuple[int, ...]:
         """As Hashids.decode: the numbers, or () unless encoding them gives `hashid` back."""
         if not hashid or not isinstance(hashid, str):
             return ()
-        parts = _split(hashid, self._guard_set)
+        parts = self._guard_split(hashid)
         core = parts[1] if 2 <= len(parts) <= 3 else parts[0]
         if not core:
             return ()
-        lottery, core = core[0], core[1:]
-        alphabet = self._alphabet
-        size = len(alphabet)
+        pieces = self._separator_split(core[1:])
+        if len(pieces) > MAX_CACHED_NUMBERS:
+            return self._reference.decode(hashid)
+        chain = self._alphabets(core[0], len(pieces))
+        size = len(self._alphabet)
         numbers = []
-        for part in _split(core, self._separator_set):
-            alphabet = self._alphabet_for(lottery, alphabet)
+        for alphabet, piece in zip(chain, pieces, strict=False):
             number = 0
-            for character in part:
+            for character in piece:
                 position = alphabet.find(character)
                 if position < 0:
                     return ()
@@ -87,15 +97,3 @@ class HashidCodec:
             numbers.append(number)
         result = tuple(numbers)
         return result if self.encode(*result) == hashid else ()
-
-
-def _split(text: str, splitters: frozenset[str]) -> list[str]:
-    """hashids' split: the pieces between any of `splitters` (empty ones included)."""
-    pieces = []
-    start = 0
-    for index, character in enumerate(text):
-        if character in splitters:
-            pieces.append(text[start:index])
-            start = index + 1
-    pieces.append(text[start:])
-    return pieces

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from tracker.hashid_codec import HashidCodec
 
-TAG_BYTES = 12
+TAG_BYTES = 12  # 96 bits; a multiple of 3, so its base64 needs no "=" padding
 _SEPARATOR = "."
 
 
@@ -28,16 +28,17 @@ class TokenCodec:
         self._ids = HashidCodec(f"fairclick:{purpose}", min_length=6)
         self._id_count = id_count
 
-    def _tag(self, keyed: hmac.HMAC, body: str) -> str:
+    def _tag(self, keyed: hmac.HMAC, body: str) -> bytes:
+        """The tag as it is written in the token (12 bytes → 16 base64 characters, no '=')."""
         mac = keyed.copy()
         mac.update(body.encode())
-        return base64.urlsafe_b64encode(mac.digest()[:TAG_BYTES]).decode().rstrip("=")
+        return base64.urlsafe_b64encode(mac.digest()[:TAG_BYTES])
 
     def encode(self, *ids: int) -> str:
         if len(ids) != self._id_count:
             raise ValueError(f"expected {self._id_count} ids, got {len(ids)}")
         body = self._ids.encode(*ids)
-        return body + _SEPARATOR + self._tag(self._keyed[0], body)
+        return body + _SEPARATOR + self._tag(self._keyed[0], body).decode()
 
     def decode(self, token: str) -> tuple[int, ...] | None:
         """The ids in a genuine token, or None for anything altered, truncated or invented."""
@@ -47,7 +48,7 @@ class TokenCodec:
         # Every key verifies, so a rotated-out key keeps old mail working. Compared as
         # bytes: compare_digest refuses non-ASCII str, and a URL may carry anything.
         given = tag.encode("utf-8", "surrogateescape")
-        if not any(hmac.compare_digest(self._tag(k, body).encode(), given) for k in self._keyed):
+        if not any(hmac.compare_digest(self._tag(k, body), given) for k in self._keyed):
             return None
         # decode re-encodes and returns () unless that gives back `body`
         # exactly, so an altered body never decodes to other ids.
