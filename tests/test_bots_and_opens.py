@@ -52,7 +52,7 @@ async def get(http, url, **headers):
 
 
 async def click_rows(pool):
-    return await pool.fetch("SELECT link_id, kind, bot_reason FROM clicks ORDER BY id")
+    return await pool.fetch("SELECT link_id, kind, bot_reason FROM clicks ORDER BY clicked_at")
 
 
 async def test_every_html_message_has_one_hidden_honeypot_and_text_has_none(messages):
@@ -121,7 +121,7 @@ async def test_pixel_only_for_consent_and_open_recorded_as_consent_stands(
     # After withdrawal, the same pixel still loads but records nothing about the person.
     await pool.execute("UPDATE recipients SET tracking_consent = false")
     assert (await get(http, pixel))[1] == PIXEL
-    rows = await pool.fetch("SELECT message_id, ip, user_agent FROM opens ORDER BY id")
+    rows = await pool.fetch("SELECT message_id, ip, user_agent FROM opens ORDER BY opened_at")
     assert tuple(rows[1].values()) == (None, None, None)
     async with pool.acquire() as conn:
         opens = (await campaign_report(conn, "c"))["opens"]

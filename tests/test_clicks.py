@@ -57,7 +57,9 @@ async def test_consent_is_read_at_the_moment_of_the_click(pool, tracker, http, s
     async with pool.acquire() as conn:
         await change_choices(conn, me, subscribed=False, source="test")
     assert (await click(http, link))[0] == 302
-    rows = await pool.fetch("SELECT message_id IS NOT NULL AS named, ip FROM clicks ORDER BY id")
+    rows = await pool.fetch(
+        "SELECT message_id IS NOT NULL AS named, ip FROM clicks ORDER BY clicked_at"
+    )
     assert [r["named"] for r in rows] == [False, True, False]
     assert rows[0]["ip"] is None and rows[2]["ip"] is None
 

@@ -329,6 +329,6 @@ async def test_consent_withdrawn_on_one_server_is_honoured_by_another(
         assert response.status == 303
     async with http.get(on_b[1], headers=agent, allow_redirects=False) as response:
         assert response.status == 302
-    rows = await pool.fetch("SELECT message_id, ip, user_agent FROM clicks ORDER BY id")
+    rows = await pool.fetch("SELECT message_id, ip, user_agent FROM clicks ORDER BY clicked_at")
     assert rows[0]["message_id"] is not None and rows[0]["user_agent"] == agent["User-Agent"]
     assert [tuple(r.values()) for r in rows[1:]] == [(None, None, None)]

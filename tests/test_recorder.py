@@ -13,7 +13,7 @@ from helpers import tracked_links
 
 from tracker.app import create_app
 from tracker.consent import change_choices
-from tracker.recorder import Click, Outcome, Recorder, _to_spool_row
+from tracker.recorder import Click, Outcome, Recorder, _to_spool_row, write_events
 from tracker.spool import Spool
 
 
@@ -139,3 +139,21 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies(
         await server.close()
     assert await pool.fetchval("SELECT host(ip) FROM clicks") == stored
 
+
+
+async def test_a_batch_committed_and_also_spooled_is_stored_once(pool, tmp_path, message_and_link):
+    """The connection broke after PostgreSQL committed but before it said so: spooled too."""
+    events = [click(*message_and_link, "lost-answer"), click(*message_and_link, "second")]
+    async with pool.acquire() as conn:
+        written = await write_events(conn, events)
+    assert [r.outcome for r in written] == [Outcome.STORED] * 2
+    spool = Spool(tmp_path / "spool")
+    spool.append([_to_spool_row(e) for e in events])
+    spool.seal()
+    assert await Recorder(pool, spool).replay() == 1
+    assert await pool.fetchval("SELECT count(*) FROM clicks") == 2
+    # A row spooled by the previous version (no id of its own) is still replayed.
+    spool.append([_to_spool_row(events[0])[:-1]])
+    spool.seal()
+    assert await Recorder(pool, spool).replay() == 1
+    assert await pool.fetchval("SELECT count(*) FROM clicks") == 3

@@ -100,15 +100,15 @@ WHERE l.campaign_id = $1 AND c.kind = 'human'
 -- name: record_clicks
 -- A batch of clicks in one statement (group commit). Consent is read here, where
 -- the rows are written. Rows whose (message, link) pair is not one campaign's are
--- dropped; the ords of the rows written come back, with their keys.
+-- dropped; the ids of the valid ones come back. A click already stored (a replayed
+-- batch that was committed after all) is not written twice.
 -- IPs come as text: PostgreSQL parses inet faster than the driver encodes it.
 WITH batch AS (
-    SELECT * FROM unnest($1::int[], $2::bigint[], $3::bigint[], $4::timestamptz[],
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::timestamptz[],
                          $5::text[], $6::text[], $7::text[], $8::text[])
-        AS b(ord, message_id, link_id, clicked_at, kind, bot_reason, ip, user_agent)
+        AS b(id, message_id, link_id, clicked_at, kind, bot_reason, ip, user_agent)
 ), valid AS MATERIALIZED (
-    SELECT nextval('clicks_id_seq') AS id, b.ord, b.link_id, b.clicked_at, b.ip::inet AS ip,
-           b.user_agent,
+    SELECT b.id, b.link_id, b.clicked_at, b.ip::inet AS ip, b.user_agent,
            -- Consent as it stood at the click: granted now, and no change of it since
            -- (a spooled click replayed later, or a change racing this very click).
            coalesce(r.tracking_consent AND r.unsubscribed_at IS NULL, false)
@@ -132,16 +132,17 @@ WITH batch AS (
            CASE WHEN consent THEN ip END,
            CASE WHEN consent THEN user_agent END
     FROM valid
+    ON CONFLICT DO NOTHING
 )
-SELECT ord, id, clicked_at FROM valid
+SELECT id FROM valid
 
 -- name: record_opens
 WITH batch AS (
-    SELECT * FROM unnest($1::int[], $2::bigint[], $3::timestamptz[], $4::text[], $5::text[],
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[], $4::text[], $5::text[],
                          $6::text[], $7::text[])
-        AS b(ord, message_id, opened_at, kind, bot_reason, ip, user_agent)
+        AS b(id, message_id, opened_at, kind, bot_reason, ip, user_agent)
 ), valid AS MATERIALIZED (
-    SELECT b.ord, b.message_id, b.opened_at, b.kind, b.bot_reason, b.ip::inet AS ip,
+    SELECT b.id, b.message_id, b.opened_at, b.kind, b.bot_reason, b.ip::inet AS ip,
            b.user_agent, m.campaign_id,
            coalesce(r.tracking_consent AND r.unsubscribed_at IS NULL, false)
            AND NOT EXISTS (SELECT 1 FROM consent_events e
@@ -151,12 +152,13 @@ WITH batch AS (
     JOIN outbox m ON m.id = b.message_id
     LEFT JOIN recipients r ON r.id = m.recipient_id
 ), stored AS (
-    INSERT INTO opens (campaign_id, message_id, opened_at, kind, bot_reason, ip, user_agent)
-    SELECT campaign_id, CASE WHEN consent THEN message_id END, opened_at, kind, bot_reason,
+    INSERT INTO opens (id, campaign_id, message_id, opened_at, kind, bot_reason, ip, user_agent)
+    SELECT id, campaign_id, CASE WHEN consent THEN message_id END, opened_at, kind, bot_reason,
            CASE WHEN consent THEN ip END, CASE WHEN consent THEN user_agent END
     FROM valid
+    ON CONFLICT DO NOTHING
 )
-SELECT ord FROM valid
+SELECT id FROM valid
 
 -- name: mark_clicks_bot
 UPDATE clicks SET kind = 'bot', bot_reason = $3

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
@@ -48,6 +49,17 @@ class Outcome(enum.Enum):
     INVALID = "invalid"  # no such message/link pair: the request gets a 404
 
 
+def new_event_id() -> int:
+    """A click's or open's id, chosen where it happens (random 63 bits, safe across forks).
+
+    Chosen before the write, it travels with the event into the spool, so a batch that
+    was committed but whose answer was lost (the connection broke) and was spooled
+    anyway is recognised when the spool is replayed, and written once. The primary key
+    is (id, time to the microsecond): two events never share both.
+    """
+    return secrets.randbits(63)
+
+
 @dataclass(slots=True)
 class Click:
     message_id: int
@@ -57,6 +69,7 @@ class Click:
     reason: str | None
     ip: str | None
     user_agent: str | None
+    id: int = field(default_factory=new_event_id)
 
 
 @dataclass(slots=True)
@@ -67,6 +80,7 @@ class Open:
     reason: str | None
     ip: str | None
     user_agent: str | None
+    id: int = field(default_factory=new_event_id)
 
 
 @dataclass(slots=True)
@@ -82,64 +96,63 @@ def _to_spool_row(event: Click | Open) -> list:
     spool file is storage too: it holds message, link, time and bot verdict only, so
     even a consenting person's spooled click is stored without IP and agent.
     """
+    when = event.at.isoformat()
     if isinstance(event, Click):
-        when = event.at.isoformat()
-        return [
-            "click",
-            event.message_id,
-            event.link_id,
-            when,
-            event.kind,
-            event.reason,
-            None,
-            None,
-        ]
-    return ["open", event.message_id, event.at.isoformat(), event.kind, event.reason, None, None]
+        return ["click", event.message_id, event.link_id, when, event.kind, event.reason,
+                None, None, event.id]  # fmt: skip
+    return ["open", event.message_id, when, event.kind, event.reason, None, None, event.id]
 
 
 def _from_row(row: list) -> Click | Open:
+    # Rows spooled before events had their own id (8 and 7 fields) get a new one.
     if row[0] == "click":
-        _, message_id, link_id, at, kind, reason, ip, ua = row
-        return Click(message_id, link_id, datetime.fromisoformat(at), kind, reason, ip, ua)
-    _, message_id, at, kind, reason, ip, ua = row
-    return Open(message_id, datetime.fromisoformat(at), kind, reason, ip, ua)
+        _, message_id, link_id, at, kind, reason, ip, ua, *event_id = row
+        at = datetime.fromisoformat(at)
+        return Click(message_id, link_id, at, kind, reason, ip, ua, *event_id)
+    _, message_id, at, kind, reason, ip, ua, *event_id = row
+    return Open(message_id, datetime.fromisoformat(at), kind, reason, ip, ua, *event_id)
 
 
 async def write_events(conn: asyncpg.Connection, events: list[Click | Open]) -> list[Result]:
-    """Insert clicks and opens (inside the caller's transaction); one Result per event."""
-    results = [Result(Outcome.INVALID) for _ in events]
-    clicks = [(i, e) for i, e in enumerate(events) if isinstance(e, Click)]
-    opens = [(i, e) for i, e in enumerate(events) if isinstance(e, Open)]
+    """Insert clicks and opens (inside the caller's transaction); one Result per event.
+
+    An event whose id is already stored (a replay of a batch that was committed after
+    all) is not written again, and counts as stored.
+    """
+    clicks = [e for e in events if isinstance(e, Click)]
+    opens = [e for e in events if isinstance(e, Open)]
+    stored: set[int] = set()
     if clicks:
         rows = await conn.fetch(
             SQL.record_clicks,
-            [i for i, _ in clicks],
-            [e.message_id for _, e in clicks],
-            [e.link_id for _, e in clicks],
-            [e.at for _, e in clicks],
-            [e.kind for _, e in clicks],
-            [e.reason for _, e in clicks],
-            [e.ip for _, e in clicks],
-            [e.user_agent for _, e in clicks],
+            [e.id for e in clicks],
+            [e.message_id for e in clicks],
+            [e.link_id for e in clicks],
+            [e.at for e in clicks],
+            [e.kind for e in clicks],
+            [e.reason for e in clicks],
+            [e.ip for e in clicks],
+            [e.user_agent for e in clicks],
             TOO_SOON_SECONDS,
             TOO_SOON_REASON,
         )
-        for row in rows:
-            results[row["ord"]] = Result(Outcome.STORED, (row["id"], row["clicked_at"]))
+        stored.update(row[0] for row in rows)
     if opens:
         rows = await conn.fetch(
             SQL.record_opens,
-            [i for i, _ in opens],
-            [e.message_id for _, e in opens],
-            [e.at for _, e in opens],
-            [e.kind for _, e in opens],
-            [e.reason for _, e in opens],
-            [e.ip for _, e in opens],
-            [e.user_agent for _, e in opens],
+            [e.id for e in opens],
+            [e.message_id for e in opens],
+            [e.at for e in opens],
+            [e.kind for e in opens],
+            [e.reason for e in opens],
+            [e.ip for e in opens],
+            [e.user_agent for e in opens],
         )
-        for row in rows:
-            results[row["ord"]] = Result(Outcome.STORED)
-    return results
+        stored.update(row[0] for row in rows)
+    return [
+        Result(Outcome.STORED, (e.id, e.at)) if e.id in stored else Result(Outcome.INVALID)
+        for e in events
+    ]
 
 
 class Recorder:
