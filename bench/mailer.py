@@ -12,8 +12,9 @@ What it does, start to end (about 10 minutes with the defaults, 1-2 with --quick
    Outlook VML button) and a Composer from mailer.sending.prepare_composer, whose link registry
    is the real one in the database (the first message stores the links, later ones hit its
    cache). For --seconds, --runs times, interleaved, it counts messages/s of
-     (a) render + find_links + tracked URLs + rewrite_links: what Composer.compose does for an
-         HTML recipient before the text part (the target "≥ 2,000 rendered + rewritten/s")
+     (a) render + find links (per layout, CampaignTemplates.find_links) + tracked URLs +
+         rewrite_links: what Composer.compose does for an HTML recipient before the text part
+         (the target "≥ 2,000 rendered + rewritten/s")
      (b) Composer.compose: (a) plus html2text text part, honeypot, pixel and MIME building
      (c) (b) plus mailer.message.wire_bytes, the wire form Delivery sends
    and prints the medians, a per-stage split of (a), and cProfile's view of (c);
@@ -322,18 +323,15 @@ class RenderBench:
             template_context(recipient, c.campaign["name"], c.preferences_url(recipient.id))
         )
         t1 = clock()
-        spots = find_links(rendered.html, skip_prefixes=self.skip)
+        spots = c.templates.find_links(rendered, self.skip)  # per layout, as compose does
         t2 = clock()
-        tracked = {}
-        for spot in spots:
-            link_id = await c.links.id_for(self.conn, spot.url, spot.name or "")
-            tracked[spot.start] = f"{c.base_url}/c/{c.tokens.click.encode(message_id, link_id)}"
+        tracked = await c._tracked_urls(self.conn, spots, message_id)
         t3 = clock()
         html = rewrite_links(rendered.html, spots, lambda spot: tracked[spot.start])
         t4 = clock()
         stages = self.rates.stages
         stages["render (Jinja)"] += t1 - t0
-        stages["find_links"] += t2 - t1
+        stages["find links (per layout)"] += t2 - t1
         stages["tracked URLs (link ids + click tokens)"] += t3 - t2
         stages["rewrite_links"] += t4 - t3
         self.rates.staged += 1
@@ -346,7 +344,7 @@ class RenderBench:
         rendered = c.templates.render(
             template_context(recipient, c.campaign["name"], c.preferences_url(recipient.id))
         )
-        spots = find_links(rendered.html, skip_prefixes=self.skip)
+        spots = c.templates.find_links(rendered, self.skip)
         premade = self._premade
         for spot in spots:
             key = (spot.url, spot.name or "")
@@ -690,6 +688,7 @@ E2E_CATEGORIES = [
     ("compose: build_message (MIME)", "build_message ("),
     ("send: wire_bytes (MIME serialisation)", "_wire_bytes ("),
     ("compose: find_links", "find_links ("),
+    ("compose: find_links (per layout)", "mailer/layout_links.py"),
     ("compose: rewrite_links", "rewrite_links ("),
     ("compose: Jinja render", "render (/"),
     ("compose: text part (TextPart.text; html2text where it falls back)", "mailer/text_part.py"),

@@ -15,7 +15,7 @@ import asyncpg
 
 from mailer.message import build_message, parse_from_address
 from mailer.queries import SQL
-from mailer.rewrite import find_links, rewrite_links
+from mailer.rewrite import LinkSpot, rewrite_links
 from mailer.templates import CampaignTemplates
 from mailer.text_links import find_text_links, replace_text_links
 from mailer.text_part import Message
@@ -92,6 +92,10 @@ class LinkRegistry:
         for row in await conn.fetch(SQL.link_ids, self.campaign_id):
             self._ids[(row["url"], row["name"])] = row["id"]
 
+    def known(self, url: str, name: str) -> int | None:
+        """The link's id if it is stored already (no await: most links of most messages)."""
+        return self._ids.get((url, name))
+
     async def id_for(
         self, conn: asyncpg.Connection, url: str, name: str, *, purpose: str = "content"
     ) -> int:
@@ -133,6 +137,21 @@ class Composer:
     ) -> str:
         link_id = await self.links.id_for(conn, url, name)
         return f"{self.base_url}/c/{self.tokens.click.encode(message_id, link_id)}"
+
+    async def _tracked_urls(
+        self, conn: asyncpg.Connection, spots: list[LinkSpot], message_id: int
+    ) -> dict[int, str]:
+        """spot.start -> tracked URL; the registry is awaited only for links it does not know."""
+        known = self.links.known
+        encode = self.tokens.click.encode
+        prefix = f"{self.base_url}/c/"
+        tracked = {}
+        for spot in spots:
+            link_id = known(spot.url, spot.name or "")
+            if link_id is None:
+                link_id = await self.links.id_for(conn, spot.url, spot.name or "")
+            tracked[spot.start] = prefix + encode(message_id, link_id)
+        return tracked
 
     async def _track_text(self, conn: asyncpg.Connection, text: str, message_id: int) -> str:
         links = [
@@ -176,12 +195,8 @@ class Composer:
         # (The preference link in it is signed for them, but visiting it records nothing.)
         text = rendered.text
         if recipient.format == "html":
-            spots = find_links(rendered.html, skip_prefixes=(self._preferences_prefix,))
-            tracked = {}
-            for spot in spots:
-                tracked[spot.start] = await self._tracked_url(
-                    conn, message_id, spot.url, spot.name or ""
-                )
+            spots = self.templates.find_links(rendered, (self._preferences_prefix,))
+            tracked = await self._tracked_urls(conn, spots, message_id)
             html = rewrite_links(rendered.html, spots, lambda spot: tracked[spot.start])
             if recipient.tracking_consent:
                 # Who agreed to tracking has the text part's links tracked as well.

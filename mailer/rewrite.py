@@ -5,7 +5,7 @@ import html as htmllib
 import re
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html.entities import html5 as _ENTITIES
 
 
@@ -234,6 +234,43 @@ def rewrite_links(
     return "".join(parts)
 
 
+# A link tag's value spans: href, data-fairclick (or None), data-fairclick-name (or None).
+LinkTag = tuple[tuple[int, int], tuple[int, int] | None, tuple[int, int] | None]
+
+
+@dataclass
+class ScanMap:
+    """What an exact scan of a document read, for mailer/layout_links.py.
+
+    inert: spans whose characters the scan only skipped (text, quoted attribute values, raw
+    text away from any '<'), so that any other characters without '<', '"' or "'" in their
+    place would be scanned the same way; link_tags: the (href, data-fairclick,
+    data-fairclick-name) value spans of every link tag with an href, tracked or not.
+    """
+
+    inert: list[tuple[int, int]] = field(default_factory=list)
+    link_tags: list[LinkTag] = field(default_factory=list)
+
+
+def map_document(html: str) -> ScanMap:
+    """The ScanMap of html (exact scan; Outlook blocks' content is left out of inert)."""
+    scan = _Scan(html, (), [], fast=False)
+    scan.map = ScanMap()
+    scan.run(0, len(html), in_head=False, in_mso=False)
+    return scan.map
+
+
+def link_spot_at(html: str, tag: LinkTag, skip_prefixes: tuple[str, ...]) -> LinkSpot | None:
+    """The spot of a link tag (its spans in html) if it tracks, as find_links would give it."""
+    (start, end), off, name = tag
+    url = _web_url(html[start:end])
+    if url is None or url.startswith(skip_prefixes):
+        return None
+    if _attr_value(html, off).lower() == "off":
+        return None
+    return _link_spot(start, end, url, _attr_value(html, name) or None)
+
+
 def _find_links(html: str, skip_prefixes: tuple[str, ...], *, fast: bool) -> list[LinkSpot]:
     """find_links; fast=False parses every attribute of every tag (the reference for tests)."""
     spots: list[LinkSpot] = []
@@ -253,6 +290,7 @@ class _Scan:
         self.fast = fast
         self.text = html  # what the walkers read: html, or its lowercase copy
         self.lowered = False
+        self.map: ScanMap | None = None  # filled by map_document's scan (fast=False)
 
     def lower(self) -> None:
         """Let the walkers read a lowercase copy of the document from now on."""
@@ -277,6 +315,9 @@ class _Scan:
                 else:
                     return
             match = _MARKUP.search(html, pos, end)
+            mapped = self.map is not None and not in_mso
+            if mapped:
+                self.map.inert.append((pos, match.start() if match else end))
             if match is None:
                 return
             pos = match.end()
@@ -303,10 +344,15 @@ class _Scan:
             if self.fast and not is_link and (tag_end := _TAG_END.match(self.text, pos, end)):
                 pos = tag_end.end()
             else:
-                attrs, pos = _parse_attrs(html, pos, end)
+                attrs, pos = _parse_attrs(html, pos, end, self.map.inert if mapped else None)
                 if pos > end:
                     return
                 if is_link and "href" in attrs:
+                    if self.map is not None:
+                        self.map.link_tags.append(
+                            (attrs["href"], attrs.get("data-fairclick"),
+                             attrs.get("data-fairclick-name"))
+                        )  # fmt: skip
                     self.add(*attrs["href"], attrs)
             if self.fast and not self.lowered:
                 written = html[match.start() : pos]
@@ -319,6 +365,8 @@ class _Scan:
             in_head = tag == "head" or (in_head and tag != "body")
             if tag in _CLOSERS:
                 closer = _CLOSERS[tag].search(html, pos, end)
+                if mapped:
+                    _map_raw_text(self.map, html, pos, closer.start() if closer else end, tag)
                 pos = closer.start() if closer else end
             elif tag == "plaintext":
                 return
@@ -407,17 +455,32 @@ def _link_spot(start: int, end: int, url: str, name: str | None) -> LinkSpot:
     return spot
 
 
-def _parse_attrs(html: str, pos: int, end: int) -> tuple[Attrs, int]:
+def _map_raw_text(scan_map: ScanMap, html: str, pos: int, stop: int, tag: str) -> None:
+    """Raw text html[pos:stop] as inert spans: none within a possible closer ("</tag" and one
+    more character) from a '<' on, since characters there decide whether it closes."""
+    reach = len(tag) + 3
+    while (lt := html.find("<", pos, stop)) >= 0:
+        scan_map.inert.append((pos, lt))
+        pos = lt + reach
+    if pos < stop:
+        scan_map.inert.append((pos, stop))
+
+
+def _parse_attrs(
+    html: str, pos: int, end: int, quoted: list[tuple[int, int]] | None = None
+) -> tuple[Attrs, int]:
     """The attributes of the tag whose name ends at pos, and the offset after its '>'.
 
     That offset is past end when the document (html[:end]) ends inside the tag: browsers drop
-    such a tag.
+    such a tag. With quoted, the spans of quoted values are appended to it.
     """
     attrs: Attrs = {}
     while (match := _ATTR.match(html, pos, end)).group(1) is not None:
         pos = match.end()
         # lastindex is the value's group, or 1 (the name) when the attribute has no value.
         span = match.span(match.lastindex) if match.lastindex > 1 else (pos, pos)
+        if quoted is not None and match.lastindex in (2, 3):
+            quoted.append(span)
         # Browsers keep the first of duplicate attributes.
         attrs.setdefault(_ascii_lower(match.group(1)), span)
     return attrs, match.end() + 1

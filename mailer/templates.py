@@ -9,6 +9,8 @@ from typing import Any
 import html2text
 import jinja2
 
+from mailer.layout_links import LayoutLinks
+from mailer.rewrite import LinkSpot, find_links
 from mailer.text_part import Layout, TextPart
 
 # Layout tables become plain paragraphs; links stay visible as URLs.
@@ -123,6 +125,15 @@ class CampaignTemplates:
             if self._text is None
             else None
         )
+        twin = self.text_part.twin if self.text_part is not None else None
+        # Placeholders start with a letter: after a '<' one is read as a tag name, as a value is.
+        self._layout_links = LayoutLinks(twin, "fairclickvalue{}x") if twin is not None else None
+
+    def find_links(self, rendered: Rendered, skip_prefixes: tuple[str, ...]) -> list[LinkSpot]:
+        """find_links(rendered.html, skip_prefixes=…), from its layout's links where it has one."""
+        if self._layout_links is None or rendered.layout is None:
+            return find_links(rendered.html, skip_prefixes=skip_prefixes)
+        return self._layout_links.find(rendered.html, rendered.layout, skip_prefixes)
 
     def render(self, context: dict[str, Any]) -> Rendered:
         """Render for one recipient; raises RenderFailed naming file and line."""

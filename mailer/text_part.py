@@ -127,17 +127,24 @@ class LayoutTemplate:
 
     def layout_html(self, layout: Layout, placeholder: Callable[[int], str]) -> str:
         """The layout's HTML with placeholder(i) where its i-th value goes."""
-        out = []
+        return "".join(
+            placeholder(part) if isinstance(part, int) else part
+            for part in self.layout_parts(layout)
+        )
+
+    def layout_parts(self, layout: Layout) -> list[str | int]:
+        """The layout's literal pieces in order, with the index i where its i-th value goes."""
+        out: list[str | int] = []
         count = 0
         for char in layout.key:
             if char == "-":
                 continue
             if char == "+":
-                out.append(placeholder(count))
+                out.append(count)
                 count += 1
             else:
                 out.append(self._pieces[ord(char) - _FIRST_PIECE])
-        return "".join(out)
+        return out
 
 
 @dataclass(frozen=True)
