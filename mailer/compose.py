@@ -21,6 +21,8 @@ from mailer.text_links import find_text_links, replace_text_links
 from mailer.text_part import Message
 from tracker.tokens import Tokens
 
+# A connection, or a pool (which takes one only while a query runs).
+Queries = asyncpg.Connection | asyncpg.Pool
 HONEYPOT_NAME = "fairclick-honeypot"
 # Invisible and unreachable for people (no text, hidden, out of the tab order and of
 # screen readers); link scanners follow every href, so a hit on it marks a machine.
@@ -88,7 +90,7 @@ class LinkRegistry:
         self.create = create
         self._ids: dict[tuple[str, str], int] = {}
 
-    async def load(self, conn: asyncpg.Connection) -> None:
+    async def load(self, conn: Queries) -> None:
         for row in await conn.fetch(SQL.link_ids, self.campaign_id):
             self._ids[(row["url"], row["name"])] = row["id"]
 
@@ -96,9 +98,7 @@ class LinkRegistry:
         """The link's id if it is stored already (no await: most links of most messages)."""
         return self._ids.get((url, name))
 
-    async def id_for(
-        self, conn: asyncpg.Connection, url: str, name: str, *, purpose: str = "content"
-    ) -> int:
+    async def id_for(self, conn: Queries, url: str, name: str, *, purpose: str = "content") -> int:
         key = (url, name)
         if key not in self._ids:
             if not self.create:
@@ -132,14 +132,12 @@ class Composer:
     def _preferences_prefix(self) -> str:
         return f"{self.base_url}/p/"
 
-    async def _tracked_url(
-        self, conn: asyncpg.Connection, message_id: int, url: str, name: str
-    ) -> str:
+    async def _tracked_url(self, conn: Queries, message_id: int, url: str, name: str) -> str:
         link_id = await self.links.id_for(conn, url, name)
         return f"{self.base_url}/c/{self.tokens.click.encode(message_id, link_id)}"
 
     async def _tracked_urls(
-        self, conn: asyncpg.Connection, spots: list[LinkSpot], message_id: int
+        self, conn: Queries, spots: list[LinkSpot], message_id: int
     ) -> dict[int, str]:
         """spot.start -> tracked URL; the registry is awaited only for links it does not know."""
         known = self.links.known
@@ -153,7 +151,7 @@ class Composer:
             tracked[spot.start] = prefix + encode(message_id, link_id)
         return tracked
 
-    async def _track_text(self, conn: asyncpg.Connection, text: str, message_id: int) -> str:
+    async def _track_text(self, conn: Queries, text: str, message_id: int) -> str:
         links = [
             link
             for link in find_text_links(text)
@@ -163,7 +161,7 @@ class Composer:
         return replace_text_links(text, links, tracked.get)
 
     async def _add_machine_markers(
-        self, conn: asyncpg.Connection, html: str, recipient: Recipient, message_id: int
+        self, conn: Queries, html: str, recipient: Recipient, message_id: int
     ) -> str:
         """The honeypot link (for every HTML message) and the open pixel (with consent only)."""
         honeypot_id = await self.links.id_for(
@@ -183,9 +181,7 @@ class Composer:
     def preferences_url(self, recipient_id: int) -> str:
         return f"{self.base_url}/p/{self.tokens.preferences.encode(recipient_id)}"
 
-    async def compose(
-        self, conn: asyncpg.Connection, recipient: Recipient, message_id: int
-    ) -> EmailMessage:
+    async def compose(self, conn: Queries, recipient: Recipient, message_id: int) -> EmailMessage:
         preferences_url = self.preferences_url(recipient.id)
         rendered = self.templates.render(
             template_context(recipient, self.campaign["name"], preferences_url)

@@ -139,6 +139,51 @@ class SmtpConnection:
         self.client = None
 
 
+class SentMarks:
+    """Marks sent for every sender, one statement for whatever queued while the last ran.
+
+    Each sender waits for its message's mark to be committed before it transmits another,
+    so a killed process still leaves at most one accepted-but-unmarked message per connection;
+    the senders just share the round trip and the commit.
+    """
+
+    def __init__(self, pool: asyncpg.Pool):
+        self.pool = pool
+        self._waiting: list[tuple[tuple, asyncio.Future]] = []
+        self._flusher: asyncio.Task | None = None
+
+    async def mark(self, message_id: int, recipient_format: str, header: str, reply: str) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.append(((message_id, recipient_format, header, reply), done))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    rows = [marks for marks, _ in batch]
+                    columns = [list(column) for column in zip(*rows, strict=True)]
+                    await self.pool.execute(SQL.mark_sent_many, *columns)
+                except BaseException as exc:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    continue
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+        finally:
+            self._flusher = None
+            for _, done in self._waiting:  # only if cancelled: nobody will write these
+                if not done.done():
+                    done.set_exception(asyncio.CancelledError())
+
+
 class AmbiguousDelivery(Exception):
     """The connection failed after DATA: the server may or may not have the message."""
 
@@ -191,6 +236,7 @@ class Delivery:
         self._leased: set[int] = set()
         self._composers: dict[int, Composer] = {}
         self._progressed = asyncio.Event()  # a sender finished a message
+        self._sent = SentMarks(pool)
 
     def stop(self) -> None:
         """Claim nothing more; messages already claimed are finished."""
@@ -284,7 +330,7 @@ class Delivery:
             await self.pool.execute(SQL.release_claims, unsent)
             self._leased.difference_update(unsent)
 
-    async def _composer(self, conn: asyncpg.Connection, campaign_id: int) -> Composer:
+    async def _composer(self, conn: asyncpg.Pool, campaign_id: int) -> Composer:
         if campaign_id not in self._composers:
             campaign = await conn.fetchrow(SQL.campaign_by_id, campaign_id)
             composer = Composer(
@@ -340,9 +386,10 @@ class Delivery:
             )
             return "deferred"
         try:
-            async with self.pool.acquire() as conn:
-                composer = await self._composer(conn, row["campaign_id"])
-                message = await composer.compose(conn, recipient, message_id)
+            # The pool stands in for a connection: composing needs one only for a campaign or
+            # a link it has not seen yet, and acquiring one per message costs a reset query.
+            composer = await self._composer(self.pool, row["campaign_id"])
+            message = await composer.compose(self.pool, recipient, message_id)
             data = self._wire_bytes(message)
         except (asyncpg.PostgresError, OSError):
             raise
@@ -369,9 +416,7 @@ class Delivery:
             connection.drop()
             return await self._refused(row, domain, 421, f"connection problem: {exc}")
         self.domains.succeeded(domain)
-        await self.pool.execute(
-            SQL.mark_sent, message_id, recipient.format, message["Message-ID"], reply
-        )
+        await self._sent.mark(message_id, recipient.format, message["Message-ID"], reply)
         return "sent"
 
     def _wire_bytes(self, message: EmailMessage) -> bytes:

@@ -67,10 +67,12 @@ FROM recipients r WHERE r.id = ANY($1::bigint[])
 -- name: message_of
 SELECT id FROM outbox WHERE campaign_id = $1 AND recipient_id = $2
 
--- name: mark_sent
-UPDATE outbox SET status = 'sent', format = $2, message_header = $3, smtp_reply = $4,
-                  sent_at = now(), lease_until = NULL, retry_at = NULL
-WHERE id = $1
+-- name: mark_sent_many
+-- Messages the SMTP server accepted, of several senders, in one statement and one commit.
+UPDATE outbox o SET status = 'sent', format = m.format, message_header = m.header,
+                    smtp_reply = m.reply, sent_at = now(), lease_until = NULL, retry_at = NULL
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS m(id, format, header, reply)
+WHERE o.id = m.id
 
 -- name: mark_failed
 UPDATE outbox SET status = 'failed', smtp_reply = $2, lease_until = NULL WHERE id = $1

@@ -1,0 +1,84 @@
+"""Marks of sent messages: several senders' marks share one statement, each waits for its own."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from mailer.delivery import SentMarks
+from mailer.sending import prepare_composer, queue_campaign
+
+
+async def queued_ids(pool, add_recipients, make_campaign, settings, n: int) -> list[int]:
+    await add_recipients("email\n" + "".join(f"p{i}@example.com\n" for i in range(n)))
+    await make_campaign('<p>Hi {{ recipient.name }}</p><a href="https://example.com/x">x</a>')
+    async with pool.acquire() as conn:
+        await queue_campaign(conn, await prepare_composer(conn, settings, "c"))
+    await pool.execute("UPDATE outbox SET status = 'sending', lease_until = now() + '1 min'")
+    return [r["id"] for r in await pool.fetch("SELECT id FROM outbox ORDER BY id")]
+
+
+class CountingPool:
+    """The real pool, counting the statements sent through execute."""
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.statements = 0
+
+    async def execute(self, *args):
+        self.statements += 1
+        return await self.pool.execute(*args)
+
+
+async def test_concurrent_marks_share_statements(pool, add_recipients, make_campaign, settings):
+    ids = await queued_ids(pool, add_recipients, make_campaign, settings, 12)
+    counting = CountingPool(pool)
+    marks = SentMarks(counting)
+    await asyncio.gather(*(marks.mark(i, "html", f"<m{i}@x>", "250 ok") for i in ids))
+    rows = await pool.fetch("SELECT id, status, format, message_header, smtp_reply, lease_until,"
+                            " sent_at FROM outbox ORDER BY id")  # fmt: skip
+    assert [r["id"] for r in rows] == ids
+    for r in rows:
+        assert (r["status"], r["format"], r["message_header"], r["smtp_reply"]) == (
+            "sent",
+            "html",
+            f"<m{r['id']}@x>",
+            "250 ok",
+        )
+        assert r["lease_until"] is None and r["sent_at"] is not None
+    # All twelve queued before the flusher first ran: one statement.
+    assert counting.statements == 1
+    # Later marks start a new flush.
+    await pool.execute("UPDATE outbox SET status = 'sending' WHERE id = $1", ids[0])
+    await marks.mark(ids[0], "text", "<again@x>", "250 ok")
+    assert counting.statements == 2
+    assert await pool.fetchval("SELECT format FROM outbox WHERE id = $1", ids[0]) == "text"
+
+
+async def test_a_failed_statement_fails_every_mark_in_it(
+    pool, add_recipients, make_campaign, settings
+):
+    ids = await queued_ids(pool, add_recipients, make_campaign, settings, 3)
+    marks = SentMarks(pool)
+    results = await asyncio.gather(
+        marks.mark(ids[0], "html", "<a@x>", "250 ok"),
+        marks.mark(ids[1], "bogus", "<b@x>", "250 ok"),  # violates the format CHECK
+        marks.mark(ids[2], "html", "<c@x>", "250 ok"),
+        return_exceptions=True,
+    )
+    # One statement: none of its marks is written, and every sender hears so.
+    assert all(isinstance(r, asyncpg.CheckViolationError) for r in results)
+    statuses = [r["status"] for r in await pool.fetch("SELECT status FROM outbox ORDER BY id")]
+    assert statuses == ["sending", "sending", "sending"]
+    # The marks go on working after a failure.
+    await marks.mark(ids[2], "html", "<c@x>", "250 ok")
+    assert await pool.fetchval("SELECT status FROM outbox WHERE id = $1", ids[2]) == "sent"
+
+
+async def test_a_lone_mark_is_written_before_it_returns(
+    pool, add_recipients, make_campaign, settings
+):
+    ids = await queued_ids(pool, add_recipients, make_campaign, settings, 1)
+    await SentMarks(pool).mark(ids[0], "html", "<a@x>", "250 ok")
+    assert await pool.fetchval("SELECT status FROM outbox WHERE id = $1", ids[0]) == "sent"
