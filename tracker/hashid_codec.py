@@ -44,29 +44,29 @@ class HashidCodec:
 
     def encode(self, *values: int) -> str:
         """As Hashids.encode: '' unless every value is a non-negative int."""
-        if not values or not all(isinstance(v, int) and v >= 0 for v in values):
+        if not values:
             return ""
-        size = len(self._alphabet)
-        separators = self._separators
         if len(values) > MAX_CACHED_NUMBERS:
             return self._reference.encode(*values)
-        values_hash = sum(v % (i + 100) for i, v in enumerate(values))
+        values_hash = 0
+        for i, value in enumerate(values):
+            if not isinstance(value, int) or value < 0:
+                return ""
+            values_hash += value % (i + 100)
+        size = len(self._alphabet)
+        separators = self._separators
         lottery = self._alphabet[values_hash % size]
         chain = self._alphabets(lottery, len(values))
-        parts = [lottery]
+        encoded = lottery
         for i, value in enumerate(values):
             alphabet = chain[i]
-            digits = []
-            number = value
-            while True:
-                digits.append(alphabet[number % size])
-                number //= size
-                if not number:
-                    break
-            last = "".join(reversed(digits))
-            parts.append(last)
-            parts.append(separators[(value % (ord(last[0]) + i)) % len(separators)])
-        encoded = "".join(parts[:-1])  # without the last separator
+            number, digit = divmod(value, size)
+            last = alphabet[digit]
+            while number:
+                number, digit = divmod(number, size)
+                last = alphabet[digit] + last
+            encoded += last + separators[(value % (ord(last[0]) + i)) % len(separators)]
+        encoded = encoded[:-1]  # without the last separator
         if len(encoded) >= self._min_length:
             return encoded
         return hashids._ensure_length(
