@@ -53,7 +53,6 @@ import platform
 import pstats
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -63,6 +62,8 @@ import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from processes import Processes, free_port, tail  # bench/processes.py (this folder)
 
 # Run as a script, this file's folder comes first on sys.path, and `import mailer` would find this
 # file (bench/mailer.py) instead of the package: take the folder off before importing it.
@@ -119,64 +120,6 @@ async def interruptible() -> None:
     """Let the event loop run: composing never waits for anything once the links are cached,
     so without this a loop of it would not see a Ctrl-C (a cancelled task) until it ends."""
     await asyncio.sleep(0)
-
-
-class Processes:
-    """Every child started by the benchmark, each in its own session, ended by its id."""
-
-    def __init__(self) -> None:
-        self.live: list[subprocess.Popen] = []
-
-    def start(self, argv: list[str], *, log: Path) -> subprocess.Popen:
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C reaches us only; we end the children
-            )
-        self.live.append(proc)
-        return proc
-
-    def stop(
-        self, proc: subprocess.Popen, *, how: int = signal.SIGTERM, grace: float = 20.0
-    ) -> int:
-        """Signal `how`, wait up to `grace` seconds, then SIGKILL; returns the exit code."""
-        try:
-            if proc.poll() is None:
-                proc.send_signal(how)
-                try:
-                    proc.wait(grace)
-                except subprocess.TimeoutExpired:
-                    print(f"  ! pid {proc.pid} still running {grace:.0f} s after {how!r}: killing")
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-            # Anything the child left in its session (it should have none).
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        finally:
-            if proc in self.live:
-                self.live.remove(proc)
-        return proc.returncode
-
-    def stop_all(self) -> None:
-        for proc in list(self.live):
-            self.stop(proc, grace=10.0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def start_sink(procs: Processes, tmp: Path, loop: str) -> tuple[subprocess.Popen, int, str]:

