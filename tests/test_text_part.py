@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer.message import build_message, parse_from_address, quoted_printable, wire_bytes
+from mailer.message import MAX_LINE, body_transfer, build_message, parse_from_address, wire_bytes
 from mailer.rewrite import find_links, rewrite_links
 from mailer.templates import CampaignTemplates, html_to_text
 from mailer.text_part import Message
@@ -193,5 +193,44 @@ def test_bodies_decode_to_what_was_put_in(html: str | None) -> None:
 
 
 def test_quoted_printable_escapes_a_lone_dot_and_trailing_whitespace() -> None:
-    encoded = quoted_printable(".\nend  \n")
-    assert encoded.splitlines() == ["=2E", "end =20"]
+    (_, encoding), encoded = body_transfer(".\nend  \nnaïve\n")
+    assert str(encoding) == "quoted-printable"
+    assert encoded.splitlines() == ["=2E", "end =20", "na=C3=AFve"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("<p>Plain ASCII</p>\r\n<p>\ttabs, = signs, trailing spaces  </p>", "7bit"),
+        ("x" * MAX_LINE, "7bit"),
+        ("x" * (MAX_LINE + 1), "quoted-printable"),
+        ("caf\u00e9", "quoted-printable"),
+        ("a\x00nul", "quoted-printable"),
+        ("a form feed\x0c", "quoted-printable"),
+        ("From the editor", "quoted-printable"),
+        ("Hello\nFrom the editor", "quoted-printable"),
+    ],
+)
+def test_plain_ascii_in_short_lines_travels_as_it_is(text: str, expected: str) -> None:
+    (_, encoding), _ = body_transfer(text)
+    assert str(encoding) == expected
+    message = build_message(
+        sender=parse_from_address("News <news@example.com>"),
+        to_email="zoe@example.net",
+        to_name="Zoë",
+        subject="s",
+        text=text,
+        html=text,
+        domain="fc.example",
+        unsubscribe_url="https://fc.example/p/tok",
+    )
+    data = wire_bytes(message)
+    assert data == message.as_bytes(policy=policy.SMTP)
+    assert all(len(line) <= MAX_LINE for line in data.split(b"\r\n"))
+    parsed = message_from_bytes(data, policy=policy.default)
+    for part in ("plain", "html"):
+        body = parsed.get_body((part,))
+        assert body["Content-Transfer-Encoding"] == expected
+        # Lines as set_content splits them: at CR and LF only (bytes.splitlines).
+        lines = text.encode().splitlines()
+        assert body.get_content().replace("\r\n", "\n") == b"\n".join(lines).decode() + "\n"
