@@ -38,10 +38,11 @@ class _HeaderClasses(HeaderRegistry):
 # The SMTP policy (CRLF, 78-column folding, header checks), with the registry above.
 POLICY = SMTP.clone(header_factory=_HeaderClasses())
 # "=_" never occurs in quoted-printable text (an "=" there is followed by a hex digit or a
-# line break), so no body line can be taken for the boundary, and one per process will do:
-# the generator need not search both bodies for a collision, as it does for a boundary it
-# makes up itself.
+# line break), and a 7bit body holding it goes quoted-printable (body_transfer), so no body
+# line can be taken for the boundary, and one per process will do: the generator need not
+# search both bodies for a collision, as it does for a boundary it makes up itself.
 _BOUNDARY = f"=_fairclick_{secrets.token_hex(12)}"
+_BOUNDARY_BYTES = _BOUNDARY.encode()
 
 
 class _ConstantHeaders:
@@ -116,6 +117,7 @@ def body_transfer(text: str) -> tuple[tuple[str, object], str]:
         and not body.translate(None, _SEVEN_BIT_BYTES)  # C speed: a regex took 0.4 ms
         and not body.startswith(b"From ")
         and b"\nFrom " not in body
+        and _BOUNDARY_BYTES not in body
     ):
         return _SEVEN_BIT, body.decode("ascii")
     return _QUOTED_PRINTABLE, binascii.b2a_qp(body, istext=True).decode("ascii")

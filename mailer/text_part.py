@@ -27,6 +27,7 @@ and the benchmark's templates, for plain and awkward values.
 
 from __future__ import annotations
 
+import bisect
 import re
 import secrets
 from collections.abc import Callable
@@ -51,9 +52,9 @@ _MAX_PIECES = 0xF8FF - _FIRST_PIECE
 _PLAIN_STATEMENTS = (nodes.Output, nodes.If, nodes.For, nodes.With, nodes.Assign)
 # A value html2text passes through unchanged wherever it stands: a letter first (not a digit,
 # '-', '+', '.', '#' or bracket a line could start with), no entity or markup character, no
-# character its Markdown escapes touch, no brace (its CSS reader splits on them) and only
-# single spaces between words.
-_PLAIN_VALUE = re.compile(r"[^\W\d_](?:[^\s&<>\"'\\\[\](){}]| (?=[^\s]))*")
+# character its Markdown escapes touch, no '~' (a strike-through mark after it changes), no
+# brace (its CSS reader splits on them) and only single spaces between words.
+_PLAIN_VALUE = re.compile(r"[^\W\d_](?:[^\s&<>\"'\\\[\](){}~]| (?=[^\s]))*")
 # A tracked URL as written into the HTML (rewrite_links writes it as is).
 _PLAIN_URL = re.compile(r"https?://[^\s&<>\"'\\\[\](){}]+")
 _QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'")
@@ -315,9 +316,12 @@ class TextPart:
             if len(spots) != len(layout_spots):
                 return None
             fill = self._filler(values, ())
+            at = self._real_offset(layout)
             for spot, ours in zip(spots, layout_spots, strict=True):
-                # The spots found in the layout must be the message's, value for value.
-                if fill(ours.url) != spot.url or (
+                # The spots found in the layout must be the message's, tag for tag (a value
+                # in an href or a data-fairclick can decide whether a tag is tracked: then
+                # the same URLs may stand on other tags) and value for value.
+                if at(ours.start) != spot.start or fill(ours.url) != spot.url or (
                     (fill(ours.name) if ours.name else ours.name) != spot.name
                 ):
                     return None
@@ -331,6 +335,21 @@ class TextPart:
             if bool(real_href == fill(data) and _ABSOLUTE_URL.match(real_href)) != verdict:
                 return None
         return self._wrap(fill(converted.text)).strip() + "\n"
+
+    def _real_offset(self, layout: Layout) -> Callable[[int], int]:
+        """Maps an offset in the layout's placeholder HTML to the message's HTML."""
+        ends, shifts, offset, shift = [], [], 0, 0
+        for part in self.twin.layout_parts(layout):
+            if isinstance(part, int):
+                word = len(self._value_word(part))
+                offset += word
+                shift += len(layout.values[part]) - word
+                ends.append(offset)
+                shifts.append(shift)
+            else:
+                offset += len(part)
+        # Placeholders ending at or before the offset have moved it.
+        return lambda at: at + (shifts[i - 1] if (i := bisect.bisect_right(ends, at)) else 0)
 
     def _filler(self, values: list[str], urls: list[str]) -> Callable[[str], str]:
         def value(match: re.Match[str]) -> str:
