@@ -121,7 +121,8 @@ async def write_events(conn: asyncpg.Connection, events: list[Click | Open]) -> 
     """
     clicks = [e for e in events if isinstance(e, Click)]
     opens = [e for e in events if isinstance(e, Open)]
-    stored: set[int] = set()
+    stored_clicks: set[int] = set()
+    stored_opens: set[int] = set()
     if clicks:
         rows = await conn.fetch(
             SQL.record_clicks,
@@ -136,7 +137,7 @@ async def write_events(conn: asyncpg.Connection, events: list[Click | Open]) -> 
             TOO_SOON_SECONDS,
             TOO_SOON_REASON,
         )
-        stored.update(row[0] for row in rows)
+        stored_clicks.update(row[0] for row in rows)
     if opens:
         rows = await conn.fetch(
             SQL.record_opens,
@@ -148,9 +149,11 @@ async def write_events(conn: asyncpg.Connection, events: list[Click | Open]) -> 
             [e.ip for e in opens],
             [e.user_agent for e in opens],
         )
-        stored.update(row[0] for row in rows)
+        stored_opens.update(row[0] for row in rows)
     return [
-        Result(Outcome.STORED, (e.id, e.at)) if e.id in stored else Result(Outcome.INVALID)
+        Result(Outcome.STORED, (e.id, e.at))
+        if e.id in (stored_clicks if isinstance(e, Click) else stored_opens)
+        else Result(Outcome.INVALID)
         for e in events
     ]
 
