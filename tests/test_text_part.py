@@ -4,6 +4,7 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
+from helpers import EMAIL_TEMPLATES, ROOT
 
 from mailer import message
 from mailer.message import MAX_LINE, body_transfer, build_message, parse_from_address, wire_bytes
@@ -11,12 +12,6 @@ from mailer.rewrite import find_links, rewrite_links
 from mailer.templates import CampaignTemplates, html_to_text
 from mailer.text_part import Message
 
-ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = [
-    ROOT / "templates/email/example/welcome.html",
-    ROOT / "bench/mailer_sample.html",
-    *sorted((ROOT / "tests/corpus").glob("*.html")),
-]
 PREFERENCES = "https://fc.example/p/"
 SKIP = (PREFERENCES,)
 PLAIN_NAMES = ["Ada Lovelace", "Zoë Ünal-Smith", "Grace", ""]
@@ -72,7 +67,7 @@ def refuse(html: str) -> str:
     raise AssertionError("html2text ran on the message: the per-layout text was not used")
 
 
-@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", EMAIL_TEMPLATES, ids=lambda p: p.stem)
 def test_text_is_html2texts_for_every_recipient(path: Path) -> None:
     templates = compile_html(path)
     part = templates.text_part
@@ -87,7 +82,7 @@ def test_text_is_html2texts_for_every_recipient(path: Path) -> None:
             ) == html_to_text(rewritten), (name, member, "tracked")
 
 
-@pytest.mark.parametrize("path", TEMPLATES[:2], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", EMAIL_TEMPLATES[:2], ids=lambda p: p.stem)
 def test_plain_values_need_no_html2text_per_message(path: Path) -> None:
     """The example and the benchmark's layout: derived once, then only filled in."""
     templates = compile_html(path)
@@ -153,6 +148,30 @@ def test_awkward_templates_still_get_html2texts_text(source: str) -> None:
         ) == html_to_text(rewritten)
 
 
+def sent_bytes(
+    *,
+    text: str,
+    html: str | None,
+    sender: str = "News <news@example.com>",
+    to_name: str = "Zoë",
+    subject: str = "s",
+) -> bytes:
+    """A message's bytes as a sender writes them, checked equal to the email package's own."""
+    message = build_message(
+        sender=parse_from_address(sender),
+        to_email="zoe@example.net",
+        to_name=to_name,
+        subject=subject,
+        text=text,
+        html=html,
+        domain="fc.example",
+        unsubscribe_url="https://fc.example/p/tok",
+    )
+    data = wire_bytes(message)
+    assert data == message.as_bytes(policy=policy.SMTP)
+    return data
+
+
 AWKWARD_BODY = (
     "Grüße, Zoë – “quotes” and emoji 🎉\n"
     ".\n"
@@ -167,18 +186,13 @@ AWKWARD_BODY = (
 
 @pytest.mark.parametrize("html", [None, "<p>" + AWKWARD_BODY + "</p>"])
 def test_bodies_decode_to_what_was_put_in(html: str | None) -> None:
-    message = build_message(
-        sender=parse_from_address("Ünïcode News <news@example.com>"),
-        to_email="zoe@example.net",
-        to_name='Zoë, "the" reader',
-        subject="Grüße" + " long" * 30,
+    data = sent_bytes(
         text=AWKWARD_BODY,
         html=html,
-        domain="fc.example",
-        unsubscribe_url="https://fc.example/p/tok",
+        sender="Ünïcode News <news@example.com>",
+        to_name='Zoë, "the" reader',
+        subject="Grüße" + " long" * 30,
     )
-    data = wire_bytes(message)
-    assert data == message.as_bytes(policy=policy.SMTP)
     assert all(len(line) <= 78 for line in data.split(b"\r\n"))
     assert all(byte < 128 for byte in data)
     assert b"\n" not in data.replace(b"\r\n", b"")
@@ -216,18 +230,7 @@ def test_quoted_printable_escapes_a_lone_dot_and_trailing_whitespace() -> None:
 def test_plain_ascii_in_short_lines_travels_as_it_is(text: str, expected: str) -> None:
     (_, encoding), _ = body_transfer(text)
     assert str(encoding) == expected
-    message = build_message(
-        sender=parse_from_address("News <news@example.com>"),
-        to_email="zoe@example.net",
-        to_name="Zoë",
-        subject="s",
-        text=text,
-        html=text,
-        domain="fc.example",
-        unsubscribe_url="https://fc.example/p/tok",
-    )
-    data = wire_bytes(message)
-    assert data == message.as_bytes(policy=policy.SMTP)
+    data = sent_bytes(text=text, html=text)
     assert all(len(line) <= MAX_LINE for line in data.split(b"\r\n"))
     parsed = message_from_bytes(data, policy=policy.default)
     for part in ("plain", "html"):
