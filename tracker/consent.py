@@ -54,14 +54,23 @@ async def change_choices(
 
 
 async def erase(conn: asyncpg.Connection, email: str) -> bool:
-    """Remove everything about the person; their clicks stay only as anonymous counts."""
+    """Erase the person with this address (the `fairclick erase` command); False if none."""
+    recipient_id = await conn.fetchval(SQL.find_recipient_by_email, email.strip())
+    return recipient_id is not None and await erase_recipient(conn, recipient_id)
+
+
+async def erase_recipient(conn: asyncpg.Connection, recipient_id: int) -> bool:
+    """Remove everything about the person; their clicks stay only as anonymous counts.
+
+    False if they are not (or no longer) held.
+    """
     async with conn.transaction():
-        recipient_id = await conn.fetchval(SQL.find_recipient_by_email, email.strip())
-        if recipient_id is None:
+        email = await conn.fetchval(SQL.lock_recipient_for_erasure, recipient_id)
+        if email is None:
             return False
         await conn.execute(SQL.anonymise_clicks_of, recipient_id)
         await conn.execute(SQL.anonymise_opens_of, recipient_id)
         await conn.execute(SQL.forget_messages_of, recipient_id)
-        await conn.execute(SQL.forget_suppression, email.strip())
+        await conn.execute(SQL.forget_suppression, email)
         await conn.execute(SQL.delete_recipient, recipient_id)  # consent events cascade
     return True

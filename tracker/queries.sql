@@ -35,6 +35,10 @@ RETURNING id
 -- name: find_recipient_by_email
 SELECT id FROM recipients WHERE lower(email) = lower($1)
 
+-- name: lock_recipient_for_erasure
+-- Taken first, so a change of choices in flight finishes before (or waits for) erasure.
+SELECT email FROM recipients WHERE id = $1 FOR UPDATE
+
 -- name: anonymise_clicks_of
 -- Erasure: clicks stay counted, but no longer point at the person's message.
 UPDATE clicks SET message_id = NULL, ip = NULL, user_agent = NULL
@@ -53,6 +57,45 @@ DELETE FROM suppressions WHERE email = lower($1)
 
 -- name: delete_recipient
 DELETE FROM recipients WHERE id = $1
+
+-- name: personal_recipient
+-- personal_*: everything held about one person, for the download on their preference
+-- page, read in one read-only snapshot (tracker/personal_data.py). Erasure (above)
+-- removes or unlinks all of it.
+SELECT email, name, attributes::text AS attributes, format, tracking_consent,
+       unsubscribed_at, created_at
+FROM recipients WHERE id = $1
+
+-- name: personal_messages
+SELECT c.name AS campaign, c.from_address AS sender, o.status, o.format, o.attempts,
+       o.queued_at, o.sent_at, o.smtp_reply, o.message_header AS message_id
+FROM outbox o JOIN campaigns c ON c.id = o.campaign_id
+WHERE o.recipient_id = $1
+ORDER BY o.id
+
+-- name: personal_clicks
+-- Identified clicks only: an anonymous click names no message, so no person.
+SELECT k.clicked_at, c.name AS campaign, l.url, l.name AS link_name, k.kind, k.bot_reason,
+       host(k.ip) AS ip, k.user_agent
+FROM outbox o
+JOIN clicks k ON k.message_id = o.id
+JOIN links l ON l.id = k.link_id
+JOIN campaigns c ON c.id = o.campaign_id
+WHERE o.recipient_id = $1
+ORDER BY k.clicked_at, k.id
+
+-- name: personal_opens
+SELECT p.opened_at, c.name AS campaign, p.kind, p.bot_reason, host(p.ip) AS ip, p.user_agent
+FROM outbox o
+JOIN opens p ON p.message_id = o.id
+JOIN campaigns c ON c.id = o.campaign_id
+WHERE o.recipient_id = $1
+ORDER BY p.opened_at, p.id
+
+-- name: personal_suppression
+SELECT s.reason, s.created_at
+FROM recipients r JOIN suppressions s ON s.email = lower(r.email)
+WHERE r.id = $1
 
 -- name: campaign_id_by_name
 SELECT id FROM campaigns WHERE name = $1
