@@ -1,21 +1,35 @@
-"""The preference page /p/TOKEN: GET shows the choices, POST changes them (and RFC 8058)."""
+"""The preference page /p/TOKEN: GET shows the choices, POST changes them (and RFC 8058).
+
+/p/TOKEN/data downloads everything held about the person (GET, read-only);
+/p/TOKEN/erase erases it (POST, confirmed, same origin only).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
-from tracker.consent import change_choices, current_choices
+from tracker.consent import change_choices, current_choices, erase_recipient
 from tracker.keys import PAGES, POOL, SETTINGS, TOKENS
 from tracker.pages import render_page
+from tracker.personal_data import FILENAME, as_json, personal_data
 
 ONE_CLICK_BODY = b"List-Unsubscribe=One-Click"
 _YES_NO = {"yes": True, "no": False}
+ERASE_CONFIRMATION = "I understand this cannot be undone"
 
 
 def _recipient_id(request: web.Request) -> int | None:
     ids = request.app[TOKENS].preferences.decode(request.match_info["token"])
     return ids[0] if ids else None
+
+
+def _url(request: web.Request, route: str) -> str:
+    """The path of one of this token's pages (the page, its data, its erasure)."""
+    return str(request.app.router[route].url_for(token=request.match_info["token"]))
 
 
 async def _page(request: web.Request, recipient_id: int, *, status=200, **extra) -> web.Response:
@@ -31,9 +45,13 @@ async def _page(request: web.Request, recipient_id: int, *, status=200, **extra)
         format=choices["format"],
         tracking_consent=choices["tracking_consent"],
         subscribed=choices["subscribed"],
-        action=request.path,
+        action=_url(request, "preferences"),
+        data_url=_url(request, "personal_data"),
+        erase_url=_url(request, "erase"),
+        erase_confirmation=ERASE_CONFIRMATION,
         saved=extra.pop("saved", False),
         problems=extra.pop("problems", []),
+        erase_problem=extra.pop("erase_problem", None),
     )
 
 
@@ -46,6 +64,14 @@ async def show_preferences(request: web.Request) -> web.Response:
     if recipient_id is None:
         return _gone(request)
     return await _page(request, recipient_id, saved=request.query.get("saved") == "1")
+
+
+async def _form(request: web.Request) -> Mapping:
+    """The posted form; a body that claims to be a form but is broken reads as an empty one."""
+    try:
+        return await request.post()
+    except (ValueError, HttpProcessingError):
+        return {}
 
 
 def _same_origin(request: web.Request) -> bool:
@@ -66,7 +92,7 @@ async def change_preferences(request: web.Request) -> web.Response:
     if recipient_id is None:
         return _gone(request)
     pool = request.app[POOL]
-    form = await request.post()
+    form = await _form(request)
     if (
         form.get("List-Unsubscribe") == "One-Click"
         or (await request.read()).strip() == ONE_CLICK_BODY
@@ -105,3 +131,50 @@ async def change_preferences(request: web.Request) -> web.Response:
         await change_choices(conn, recipient_id, source="preference page", **choices)
     # Post/redirect/get: reloading the page never posts the form again.
     raise web.HTTPSeeOther(request.path + "?saved=1", headers={"Cache-Control": "no-store"})
+
+
+async def download_data(request: web.Request) -> web.Response:
+    """GET /p/TOKEN/data: a JSON file of everything held about the person; changes nothing."""
+    recipient_id = _recipient_id(request)
+    if recipient_id is None:
+        return _gone(request)
+    async with request.app[POOL].acquire() as conn:
+        data = await personal_data(conn, recipient_id)
+    if data is None:
+        return _gone(request)
+    return web.Response(
+        text=as_json(data),
+        content_type="application/json",
+        headers={
+            "Content-Disposition": f'attachment; filename="{FILENAME}"',
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+            "X-Robots-Tag": "noindex",
+            "Referrer-Policy": "same-origin",
+        },
+    )
+
+
+async def erase_data(request: web.Request) -> web.Response:
+    """POST /p/TOKEN/erase: erase the person the token names, once they confirmed it.
+
+    Who is erased comes from the signed token only, never from the form.
+    """
+    recipient_id = _recipient_id(request)
+    if recipient_id is None:
+        return _gone(request)
+    if not _same_origin(request):
+        return web.Response(status=403, text="This form can only be sent from its own page.\n")
+    form = await _form(request)
+    if form.get("confirm") != "yes":
+        return await _page(
+            request,
+            recipient_id,
+            status=400,
+            erase_problem=f"Nothing was erased: tick “{ERASE_CONFIRMATION}” to erase your data.",
+        )
+    async with request.app[POOL].acquire() as conn:
+        erased = await erase_recipient(conn, recipient_id)
+    if not erased:
+        return _gone(request)
+    return render_page(request.app[PAGES], "erased.html")

@@ -1,0 +1,120 @@
+"""Everything held about one recipient, as the file they download from their preference page.
+
+What is in it is what `tracker.consent.erase_recipient` removes or unlinks: the
+recipient row, the consent events, the messages, the identified clicks and opens,
+and the suppression entry. Anonymous clicks and opens name no message, hence no
+person, and are not in it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import asyncpg
+
+from tracker.queries import SQL
+
+FILENAME = "fairclick-data.json"
+NOT_INCLUDED = (
+    "Clicks and opens recorded without your tracking consent are stored anonymously "
+    "(the link or campaign and the time only), are not linked to you and so are not "
+    "in this file."
+)
+KIND_NOTE = (
+    'kind "bot" marks a click or open we judged to be a mail scanner, proxy or prefetch, '
+    "not you, and kept out of the human counts of our reports."
+)
+IP_NOTE = (
+    "ip is the network only, never your full address: the first three numbers of an "
+    "IPv4 address (the last is 0), the first 48 bits of an IPv6 address."
+)
+
+
+def _when(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+async def personal_data(conn: asyncpg.Connection, recipient_id: int) -> dict | None:
+    """The person's data, or None if they are not (or no longer) held."""
+    # One snapshot: a click or a change of choices arriving meanwhile is in all of it or none.
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        person = await conn.fetchrow(SQL.personal_recipient, recipient_id)
+        if person is None:
+            return None
+        events = await conn.fetch(SQL.consent_events_of, recipient_id)
+        messages = await conn.fetch(SQL.personal_messages, recipient_id)
+        clicks = await conn.fetch(SQL.personal_clicks, recipient_id)
+        opens = await conn.fetch(SQL.personal_opens, recipient_id)
+        suppression = await conn.fetchrow(SQL.personal_suppression, recipient_id)
+    return {
+        "about": "Everything fairclick holds about you, as it stood when this file was made.",
+        "generated_at": datetime.now(UTC).isoformat(),
+        "recipient": {
+            "email": person["email"],
+            "name": person["name"],
+            "attributes": json.loads(person["attributes"]),
+            "format": person["format"],
+            "tracking_consent": person["tracking_consent"],
+            "subscribed": person["unsubscribed_at"] is None,
+            "unsubscribed_at": _when(person["unsubscribed_at"]),
+            "created_at": _when(person["created_at"]),
+        },
+        "consent_events": [
+            {
+                "what": e["kind"],
+                "value": e["value"],
+                "source": e["source"],
+                "at": _when(e["created_at"]),
+            }
+            for e in events
+        ],
+        "messages": [
+            {
+                "campaign": m["campaign"],
+                "sender": m["sender"],
+                "status": m["status"],
+                "format": m["format"],
+                "attempts": m["attempts"],
+                "queued_at": _when(m["queued_at"]),
+                "sent_at": _when(m["sent_at"]),
+                "mail_server_reply": m["smtp_reply"],
+                "message_id": m["message_id"],
+            }
+            for m in messages
+        ],
+        "clicks": [
+            {
+                "at": _when(c["clicked_at"]),
+                "campaign": c["campaign"],
+                "url": c["url"],
+                "link_name": c["link_name"],
+                "kind": c["kind"],
+                "bot_reason": c["bot_reason"],
+                "ip": c["ip"],
+                "user_agent": c["user_agent"],
+            }
+            for c in clicks
+        ],
+        "opens": [
+            {
+                "at": _when(o["opened_at"]),
+                "campaign": o["campaign"],
+                "kind": o["kind"],
+                "bot_reason": o["bot_reason"],
+                "ip": o["ip"],
+                "user_agent": o["user_agent"],
+            }
+            for o in opens
+        ],
+        "suppression": {
+            "suppressed": suppression is not None,
+            "reason": suppression["reason"] if suppression else None,
+            "since": _when(suppression["created_at"]) if suppression else None,
+        },
+        "notes": [IP_NOTE, KIND_NOTE, NOT_INCLUDED],
+    }
+
+
+def as_json(data: dict) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
