@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+from tracker.tokens import Tokens
+
 _TRACKED = re.compile(r"""href=["']?(http://127\.0\.0\.1:\d+/c/[^"'\s>]+)""")
 _HONEYPOT = re.compile(r'<a href="([^"]+)" style="display:none !important" aria-hidden="true"')
 _PIXEL = re.compile(r'<img src="(http://127\.0\.0\.1:\d+/o/[^"]+\.gif)"')
@@ -29,3 +31,43 @@ EMAIL_TEMPLATES = [
     ROOT / "bench/mailer_sample.html",
     *sorted((ROOT / "tests/corpus").glob("*.html")),
 ]
+
+
+BAD_TOKEN_KINDS = (
+    "changed tag",
+    "other body, same tag",
+    "truncated",
+    "no tag",
+    "empty tag",
+    "invented",
+    "non-ascii tag",
+    "other key",
+    "click token",
+    "open token",
+    "unknown recipient",
+)
+
+
+def bad_tokens(settings, recipient_id: int) -> dict[str, str]:
+    """Preference tokens that must not work: altered, invented, another key, another purpose."""
+    tokens = Tokens(settings.secret_keys)
+    good = tokens.preferences.encode(recipient_id)
+    body, _, tag = good.partition(".")
+    bobs_body = tokens.preferences.encode(recipient_id + 1).partition(".")[0]
+    flipped = tag[:-1] + ("A" if tag[-1] != "A" else "B")
+    made = {
+        "changed tag": f"{body}.{flipped}",
+        "other body, same tag": f"{bobs_body}.{tag}",
+        "truncated": good[:-3],
+        "no tag": body,
+        "empty tag": f"{body}.",
+        "invented": "abcdef.AAAAAAAAAAAAAAAA",
+        "non-ascii tag": f"{body}.%C3%A9t%C3%A9",
+        "other key": Tokens((b"another-secret-key-0123456789ab",)).preferences.encode(recipient_id),
+        "click token": tokens.click.encode(recipient_id, recipient_id),
+        # One id, like a preference token: only the purpose tells them apart.
+        "open token": tokens.opens.encode(recipient_id),
+        "unknown recipient": tokens.preferences.encode(recipient_id + 1000),
+    }
+    assert tuple(made) == BAD_TOKEN_KINDS
+    return made

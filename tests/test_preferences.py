@@ -6,6 +6,7 @@ import re
 
 import aiohttp
 import pytest
+from helpers import BAD_TOKEN_KINDS, bad_tokens
 
 from tracker.tokens import Tokens
 
@@ -206,41 +207,7 @@ async def test_post_from_own_origin_is_accepted(people, settings, pool, http):
     assert await choices(pool, people["ann@example.com"]) == ("text", False, True)
 
 
-def bad_tokens(settings, recipient_id: int) -> dict[str, str]:
-    tokens = Tokens(settings.secret_keys)
-    good = tokens.preferences.encode(recipient_id)
-    body, _, tag = good.partition(".")
-    bobs_body = tokens.preferences.encode(recipient_id + 1).partition(".")[0]
-    flipped = tag[:-1] + ("A" if tag[-1] != "A" else "B")
-    return {
-        "changed tag": f"{body}.{flipped}",
-        "other body, same tag": f"{bobs_body}.{tag}",
-        "truncated": good[:-3],
-        "no tag": body,
-        "empty tag": f"{body}.",
-        "invented": "abcdef.AAAAAAAAAAAAAAAA",
-        "non-ascii tag": f"{body}.%C3%A9t%C3%A9",
-        "other key": Tokens((b"another-secret-key-0123456789ab",)).preferences.encode(recipient_id),
-        "click token": tokens.click.encode(recipient_id, recipient_id),
-        "unknown recipient": tokens.preferences.encode(recipient_id + 1000),
-    }
-
-
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "changed tag",
-        "other body, same tag",
-        "truncated",
-        "no tag",
-        "empty tag",
-        "invented",
-        "non-ascii tag",
-        "other key",
-        "click token",
-        "unknown recipient",
-    ],
-)
+@pytest.mark.parametrize("kind", BAD_TOKEN_KINDS)
 @pytest.mark.parametrize("method", ["GET", "form POST", "one-click POST"])
 async def test_bad_token_gets_404_and_changes_nothing(people, settings, pool, http, kind, method):
     token = bad_tokens(settings, people["ann@example.com"])[kind]
@@ -257,4 +224,16 @@ async def test_bad_token_gets_404_and_changes_nothing(people, settings, pool, ht
         assert resp.status == 404
     assert "This link is not valid" in html
     assert "ann@example.com" not in html and "bob@example.com" not in html
+    assert await snapshot(pool) == before
+
+
+async def test_broken_multipart_body_is_refused_and_changes_nothing(people, settings, pool, http):
+    before = await snapshot(pool)
+    headers = {"Content-Type": "multipart/form-data; boundary=x"}
+    body = b"--x\r\nformat=text\r\n"
+    async with http.post(
+        page_url(settings, people["ann@example.com"]), data=body, headers=headers
+    ) as resp:
+        assert resp.status == 400
+        assert "Nothing was changed" in await resp.text()
     assert await snapshot(pool) == before

@@ -1,0 +1,368 @@
+"""A person's own data from their preference page: download it (GET), erase it (POST).
+
+Real mail, real clicks and opens over HTTP, real PostgreSQL. Ann and Bob both
+allowed tracking; Ann later withdraws it on her page and clicks again (an
+anonymous click, not hers to download).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pytest
+from conftest import BROWSER_AGENT
+from helpers import BAD_TOKEN_KINDS, bad_tokens, pixels, tracked_links
+
+from tracker.consent import erase
+from tracker.personal_data import NOT_INCLUDED
+from tracker.reports import campaign_report
+from tracker.tokens import Tokens
+
+PEOPLE = (
+    "email,name,format,tracking_consent,city\n"
+    "ann@example.com,Ann,html,yes,Oslo\n"
+    "bob@example.com,Bob,html,yes,Rome\n"
+)
+HTML = (
+    "<p>Hello {{ recipient.name }}</p>"
+    '<a href="https://example.com/a">a</a> <a href="https://example.com/b">b</a>'
+    '<a href="{{ preferences_url }}">preferences</a>'
+)
+AGENTS = {"ann@example.com": BROWSER_AGENT + " Ann/1", "bob@example.com": BROWSER_AGENT + " Bob/2"}
+BOUNCE = "550 5.1.1 <{}>: no such user"
+TABLES = (
+    "recipients",
+    "consent_events",
+    "campaigns",
+    "links",
+    "outbox",
+    "clicks",
+    "opens",
+    "suppressions",
+)
+CONFIRMED = {"confirm": "yes"}
+
+
+def page_url(settings, recipient_id: int, endpoint: str = "") -> str:
+    token = Tokens(settings.secret_keys).preferences.encode(recipient_id)
+    return f"{settings.base_url}/p/{token}{endpoint}"
+
+
+async def get(http, url, **headers):
+    async with http.get(url, headers=headers, allow_redirects=False) as resp:
+        return resp.status, resp.headers, await resp.read()
+
+
+@pytest.fixture
+async def people(pool, mailbox, add_recipients, make_campaign, deliver, tracker, http, settings):
+    """{email: recipient id}, after the mail went out and both clicked and opened."""
+    await add_recipients(PEOPLE)
+    ids = {r["email"]: r["id"] for r in await pool.fetch("SELECT id, email FROM recipients")}
+    await make_campaign(HTML, name="spring", sender="news@example.com")
+    await deliver("spring")
+    mail = {
+        m["To"].addresses[0].addr_spec: m.get_body(("html",)).get_content()
+        for m in mailbox.messages()
+    }
+    ann_a, ann_b = tracked_links(mail["ann@example.com"])
+    bob_b = tracked_links(mail["bob@example.com"])[1]
+    for who, link in (("ann@example.com", ann_a), ("bob@example.com", bob_b)):
+        status, _, _ = await get(http, link, **{"User-Agent": AGENTS[who]})
+        assert status == 302
+        (pixel,) = pixels(mail[who])
+        assert (await get(http, pixel, **{"User-Agent": AGENTS[who]}))[0] == 200
+    form = {"format": "html", "tracking": "no", "subscribed": "yes"}
+    async with http.post(page_url(settings, ids["ann@example.com"]), data=form) as resp:
+        assert resp.status == 200  # after the redirect to ?saved=1
+    # Without consent now: counted, but not linked to Ann.
+    assert (await get(http, ann_b, **{"User-Agent": AGENTS["ann@example.com"]}))[0] == 302
+    for email in ids:
+        await pool.execute(
+            "INSERT INTO suppressions (email, reason) VALUES ($1, $2)", email, BOUNCE.format(email)
+        )
+    counts = await pool.fetchrow(
+        "SELECT count(*) FILTER (WHERE message_id IS NOT NULL) AS identified,"
+        " count(*) FILTER (WHERE message_id IS NULL) AS anonymous FROM clicks"
+    )
+    assert tuple(counts) == (2, 1)
+    return ids
+
+
+async def everything(pool) -> dict[str, list[str]]:
+    """Every row of every table, to show that a request changed nothing."""
+    return {
+        table: [
+            r[0] for r in await pool.fetch(f"SELECT to_jsonb(t)::text FROM {table} t ORDER BY 1")
+        ]
+        for table in TABLES
+    }
+
+
+async def message_ids(pool, recipient_id: int) -> list[int]:
+    return [
+        r[0]
+        for r in await pool.fetch("SELECT id FROM outbox WHERE recipient_id = $1", recipient_id)
+    ]
+
+
+async def traces(pool, recipient_id: int, email: str, messages: list[int]) -> dict[str, int]:
+    """How many rows still name the person, or link to them through their messages."""
+    count = pool.fetchval
+    mentions = 0
+    for table in TABLES:
+        mentions += await count(
+            f"SELECT count(*) FROM {table} t WHERE t::text ILIKE '%' || $1 || '%'", email
+        )
+    return {
+        "recipient": await count("SELECT count(*) FROM recipients WHERE id = $1", recipient_id),
+        "consent events": await count(
+            "SELECT count(*) FROM consent_events WHERE recipient_id = $1", recipient_id
+        ),
+        "suppression": await count("SELECT count(*) FROM suppressions WHERE email = $1", email),
+        "messages linked": await count(
+            "SELECT count(*) FROM outbox WHERE recipient_id = $1", recipient_id
+        ),
+        "server replies": await count(
+            "SELECT count(*) FROM outbox WHERE id = ANY($1) AND smtp_reply IS NOT NULL", messages
+        ),
+        "identified clicks": await count(
+            "SELECT count(*) FROM clicks WHERE message_id = ANY($1)", messages
+        ),
+        "identified opens": await count(
+            "SELECT count(*) FROM opens WHERE message_id = ANY($1)", messages
+        ),
+        "rows quoting the address": mentions,
+    }
+
+
+NOTHING = dict.fromkeys(
+    (
+        "recipient",
+        "consent events",
+        "suppression",
+        "messages linked",
+        "server replies",
+        "identified clicks",
+        "identified opens",
+        "rows quoting the address",
+    ),
+    0,
+)
+
+
+async def test_download_holds_the_persons_data_and_nobody_elses(people, settings, pool, http):
+    before = await everything(pool)
+    status, headers, body = await get(http, page_url(settings, people["ann@example.com"], "/data"))
+    assert status == 200
+    assert headers["Content-Type"] == "application/json; charset=utf-8"
+    assert headers["Content-Disposition"] == 'attachment; filename="fairclick-data.json"'
+    assert headers["Cache-Control"] == "no-store"
+    data = json.loads(body)
+
+    me = data["recipient"]
+    assert (me["email"], me["name"], me["attributes"], me["format"]) == (
+        "ann@example.com",
+        "Ann",
+        {"city": "Oslo"},
+        "html",
+    )
+    assert (me["tracking_consent"], me["subscribed"], me["unsubscribed_at"]) == (False, True, None)
+    datetime.fromisoformat(me["created_at"])
+    assert [(e["what"], e["value"], e["source"]) for e in data["consent_events"]] == [
+        ("format", "html", "import:recipients.csv:2"),
+        ("tracking", "granted", "import:recipients.csv:2"),
+        ("tracking", "withdrawn", "preference page"),
+    ]
+    (message,) = data["messages"]
+    assert (message["campaign"], message["sender"], message["status"], message["format"]) == (
+        "spring",
+        "news@example.com",
+        "sent",
+        "html",
+    )
+    assert message["sent_at"] and message["queued_at"] and message["message_id"]
+    # The identified click only: the click on b came after she withdrew consent.
+    assert [(c["url"], c["kind"], c["ip"], c["user_agent"]) for c in data["clicks"]] == [
+        ("https://example.com/a", "human", "127.0.0.0", AGENTS["ann@example.com"])
+    ]
+    assert [(o["campaign"], o["ip"], o["user_agent"]) for o in data["opens"]] == [
+        ("spring", "127.0.0.0", AGENTS["ann@example.com"])
+    ]
+    assert data["suppression"]["suppressed"] is True
+    assert data["suppression"]["reason"] == BOUNCE.format("ann@example.com")
+    assert NOT_INCLUDED in data["notes"]
+    text = body.decode()
+    for bobs in ("bob@example.com", "Bob", "Rome", AGENTS["bob@example.com"]):
+        assert bobs not in text
+    assert await everything(pool) == before  # GET changes nothing
+
+    _, _, body = await get(http, page_url(settings, people["bob@example.com"], "/data"))
+    bob = json.loads(body)
+    assert bob["recipient"]["email"] == "bob@example.com"
+    assert [(c["url"], c["user_agent"]) for c in bob["clicks"]] == [
+        ("https://example.com/b", AGENTS["bob@example.com"])
+    ]
+    assert "ann@example.com" not in body.decode() and "Oslo" not in body.decode()
+
+
+async def test_preference_page_links_to_download_and_erase(people, settings, http):
+    url = page_url(settings, people["ann@example.com"])
+    _, _, body = await get(http, url)
+    html = body.decode()
+    path = url.removeprefix(settings.base_url)
+    assert f'<a href="{path}/data" download>Download my data</a>' in html
+    assert f'<form method="post" action="{path}/erase">' in html
+    assert 'name="confirm" value="yes" required' in html
+
+
+@pytest.mark.parametrize("kind", BAD_TOKEN_KINDS)
+@pytest.mark.parametrize("endpoint", ["download", "erase"])
+async def test_bad_token_gets_404_and_changes_nothing(people, settings, pool, http, kind, endpoint):
+    token = bad_tokens(settings, people["ann@example.com"])[kind]
+    before = await everything(pool)
+    if endpoint == "download":
+        request = http.get(f"{settings.base_url}/p/{token}/data")
+    else:
+        request = http.post(f"{settings.base_url}/p/{token}/erase", data=CONFIRMED)
+    async with request as resp:
+        assert resp.status == 404
+        assert resp.content_type == "text/html"
+        html = await resp.text()
+    assert "This link is not valid" in html
+    assert "ann@example.com" not in html and "bob@example.com" not in html
+    assert await everything(pool) == before
+
+
+async def test_tokens_from_the_mail_are_not_preference_tokens(
+    people, settings, pool, http, mailbox
+):
+    """The click and open tokens in Ann's own message open neither her data nor its erasure."""
+    (mail,) = mailbox.for_address("ann@example.com")
+    html = mail.get_body(("html",)).get_content()
+    tokens = [link.rsplit("/", 1)[1] for link in tracked_links(html)]
+    tokens += [pixel.rsplit("/", 1)[1].removesuffix(".gif") for pixel in pixels(html)]
+    assert len(tokens) == 3
+    before = await everything(pool)
+    for token in tokens:
+        assert (await get(http, f"{settings.base_url}/p/{token}/data"))[0] == 404
+        async with http.post(f"{settings.base_url}/p/{token}/erase", data=CONFIRMED) as resp:
+            assert resp.status == 404
+    assert await everything(pool) == before
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {},
+        {"confirm": "no"},
+        {"confirm": ""},
+        {"confirm": "on"},
+        {"email": "ann@example.com"},
+    ],
+)
+async def test_erase_without_confirmation_is_refused_and_erases_nothing(
+    people, settings, pool, http, form
+):
+    before = await everything(pool)
+    url = page_url(settings, people["ann@example.com"], "/erase")
+    async with http.post(url, data=form, headers={"Origin": settings.base_url}) as resp:
+        assert resp.status == 400
+        html = await resp.text()
+    assert "Nothing was erased" in html and "I understand this cannot be undone" in html
+    assert "Your email preferences" in html and "ann@example.com" in html
+    assert await everything(pool) == before
+
+
+async def test_erase_with_a_body_that_is_not_a_form_is_refused(people, settings, pool, http):
+    before = await everything(pool)
+    url = page_url(settings, people["ann@example.com"], "/erase")
+    headers = {"Content-Type": "multipart/form-data; boundary=x"}
+    async with http.post(url, data=b"--x\r\nconfirm=yes\r\n", headers=headers) as resp:
+        assert resp.status == 400
+        assert "Nothing was erased" in await resp.text()
+    assert await everything(pool) == before
+
+
+@pytest.mark.parametrize(
+    "origin", ["https://evil.example", "http://127.0.0.1:1", "null", "http://localhost"]
+)
+async def test_erase_from_another_origin_is_forbidden(people, settings, pool, http, origin):
+    before = await everything(pool)
+    url = page_url(settings, people["ann@example.com"], "/erase")
+    async with http.post(url, data=CONFIRMED, headers={"Origin": origin}) as resp:
+        assert resp.status == 403
+    assert await everything(pool) == before
+
+
+async def test_erase_removes_the_person_and_keeps_anonymous_counts(people, settings, pool, http):
+    ann, bob = people["ann@example.com"], people["bob@example.com"]
+    anns_messages, bobs_messages = await message_ids(pool, ann), await message_ids(pool, bob)
+    assert await traces(pool, ann, "ann@example.com", anns_messages) != NOTHING
+    bob_before = await traces(pool, bob, "bob@example.com", bobs_messages)
+    bob_data = (await get(http, page_url(settings, bob, "/data")))[2]
+    async with pool.acquire() as conn:
+        report_before = await campaign_report(conn, "spring")
+
+    # Who is erased comes from the token alone: an address or id in the form is ignored.
+    form = {**CONFIRMED, "email": "bob@example.com", "recipient_id": str(bob)}
+    url = page_url(settings, ann, "/erase")
+    async with http.post(url, data=form, headers={"Origin": settings.base_url}) as resp:
+        assert resp.status == 200
+        assert resp.headers["Cache-Control"] == "no-store"
+        html = await resp.text()
+    assert "Your data is erased; clicks remain only as anonymous counts." in html
+    assert "ann@example.com" not in html
+
+    assert await traces(pool, ann, "ann@example.com", anns_messages) == NOTHING
+    async with pool.acquire() as conn:
+        report_after = await campaign_report(conn, "spring")
+    assert report_after["sent"] == report_before["sent"] == 2
+    for what in ("clicks", "opens"):
+        before, after = report_before[what], report_after[what]
+        assert after["total"] == before["total"], what
+        assert after["identified"] == before["identified"] - 1, what
+        assert after["anonymous"] == before["anonymous"] + 1, what
+    assert await traces(pool, bob, "bob@example.com", bobs_messages) == bob_before
+    assert (
+        json.loads((await get(http, page_url(settings, bob, "/data")))[2])["clicks"]
+        == (json.loads(bob_data)["clicks"])
+    )
+
+    # Her token now leads nowhere, like any unknown one.
+    assert (await get(http, page_url(settings, ann)))[0] == 404
+    assert (await get(http, page_url(settings, ann, "/data")))[0] == 404
+    async with http.post(url, data=CONFIRMED) as resp:
+        assert resp.status == 404
+
+
+async def test_erasure_from_the_page_leaves_what_the_command_line_leaves(
+    people, settings, pool, http
+):
+    """Ann erased on her page, Bob with `fairclick erase`'s function: the same is left."""
+    ann, bob = people["ann@example.com"], people["bob@example.com"]
+    anns_messages, bobs_messages = await message_ids(pool, ann), await message_ids(pool, bob)
+    async with http.post(page_url(settings, ann, "/erase"), data=CONFIRMED) as resp:
+        assert resp.status == 200
+    async with pool.acquire() as conn:
+        assert await erase(conn, " BOB@example.com")
+
+    async def left(messages: list[int]) -> list[tuple]:
+        return [
+            tuple(r)
+            for r in await pool.fetch(
+                "SELECT status, format, recipient_id, smtp_reply, sent_at IS NOT NULL"
+                " FROM outbox WHERE id = ANY($1)",
+                messages,
+            )
+        ]
+
+    assert await traces(pool, ann, "ann@example.com", anns_messages) == NOTHING
+    assert await traces(pool, bob, "bob@example.com", bobs_messages) == NOTHING
+    assert (
+        await left(anns_messages)
+        == await left(bobs_messages)
+        == [("sent", "html", None, None, True)]
+    )
+    assert await pool.fetchval("SELECT count(*) FROM clicks") == 3
+    assert await pool.fetchval("SELECT count(*) FROM clicks WHERE message_id IS NOT NULL") == 0
