@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from playwright.async_api import async_playwright, expect
 
@@ -90,3 +93,51 @@ async def test_switch_to_text_only_and_withdraw_tracking(browser, ann, pool, tmp
     ]
     assert ("POST", url) in requests
     assert all(u.startswith(url) for _, u in requests), requests  # nothing fetched elsewhere
+
+
+async def test_erase_my_data_after_ticking_the_confirmation(browser, ann, pool, http):
+    rid, url = ann
+    context = await browser.new_context()
+    page = await context.new_page()
+    assert (await page.goto(url)).status == 200
+
+    # Without the tick the browser does not send the form at all (the box is required).
+    erase = page.get_by_role("button", name="Erase my data")
+    await erase.click()
+    assert page.url == url
+    assert await pool.fetchval("SELECT count(*) FROM recipients WHERE id = $1", rid) == 1
+
+    await page.get_by_label("I understand this cannot be undone").check()
+    async with page.expect_navigation():
+        await erase.click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Your data is erased")
+    await expect(page.get_by_role("status")).to_have_text(
+        "Your data is erased; clicks remain only as anonymous counts."
+    )
+    assert await page.get_by_text("ann@example.com").count() == 0
+    await context.close()
+
+    assert await pool.fetchval("SELECT count(*) FROM recipients WHERE id = $1", rid) == 0
+    assert (
+        await pool.fetchval("SELECT count(*) FROM consent_events WHERE recipient_id = $1", rid) == 0
+    )
+    assert await pool.fetchval("SELECT count(*) FROM recipients") == 1  # Bob stays
+    async with http.get(url) as resp:
+        assert resp.status == 404
+
+
+async def test_download_link_answers_a_json_attachment(browser, ann, pool):
+    rid, url = ann
+    context = await browser.new_context(accept_downloads=True)
+    page = await context.new_page()
+    await page.goto(url)
+    async with page.expect_download() as download_info:
+        await page.get_by_role("link", name="Download my data").click()
+    download = await download_info.value
+    assert download.suggested_filename == "fairclick-data.json"
+    data = json.loads(Path(await download.path()).read_text(encoding="utf-8"))
+    await context.close()
+    assert data["recipient"]["email"] == "ann@example.com"
+    assert [e["value"] for e in data["consent_events"]] == ["html", "granted"]
+    assert "bob@example.com" not in json.dumps(data)
+    assert await pool.fetchval("SELECT count(*) FROM recipients WHERE id = $1", rid) == 1
