@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import binascii
 import secrets
+import time
 from datetime import UTC, datetime
 from email.generator import BytesGenerator
 from email.headerregistry import Address, HeaderRegistry
@@ -45,48 +46,80 @@ _BOUNDARY = f"=_fairclick_{secrets.token_hex(12)}"
 _BOUNDARY_BYTES = _BOUNDARY.encode()
 
 
-class _ConstantHeaders:
-    """Headers that are the same in every message: parsed by the policy, and folded, once."""
+class _PreparedHeaders:
+    """Headers parsed by the policy and folded once, then set on many messages.
+
+    Constant ones (MIME-Version, Content-Type …) are kept for good; recurring ones (a
+    campaign's From and Subject, the Date of the current second) are kept until
+    RECURRING_LIMIT distinct ones have been seen, then forgotten together, so a subject
+    made per recipient costs what it did and memory stays bounded.
+    """
+
+    RECURRING_LIMIT = 1000
 
     def __init__(self):
         self._folded: dict[int, tuple[object, bytes]] = {}
+        self._recurring: dict[tuple[str, object], tuple[str, object]] = {}
 
-    def make(self, name: str, value) -> tuple[str, object]:
+    def _prepare(self, name: str, value) -> tuple[str, object]:
         name, header = POLICY.header_store_parse(name, value)
+        # The header object is kept in the entry, so its id is not reused while it is here.
         self._folded[id(header)] = (header, POLICY.fold_binary(name, header))
         return name, header
+
+    def make(self, name: str, value) -> tuple[str, object]:
+        return self._prepare(name, value)
+
+    def recurring(self, name: str, value, key=None) -> tuple[str, object]:
+        """(name, header) for value, prepared once while it keeps coming back; key stands
+        for value where value cannot be a dictionary key (an Address)."""
+        key = (name, value if key is None else key)
+        prepared = self._recurring.get(key)
+        if prepared is None:
+            if len(self._recurring) >= self.RECURRING_LIMIT:
+                for _, header in self._recurring.values():
+                    self._folded.pop(id(header), None)
+                self._recurring.clear()
+            prepared = self._recurring[key] = self._prepare(name, value)
+        return prepared
 
     def folded(self, header) -> bytes | None:
         entry = self._folded.get(id(header))
         return entry[1] if entry is not None and entry[0] is header else None
 
 
-_CONSTANT = _ConstantHeaders()
-_MIME_VERSION = _CONSTANT.make("MIME-Version", "1.0")
-_ONE_CLICK = _CONSTANT.make("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
-_ALTERNATIVE = _CONSTANT.make("Content-Type", f'multipart/alternative; boundary="{_BOUNDARY}"')
-_QUOTED_PRINTABLE = _CONSTANT.make("Content-Transfer-Encoding", "quoted-printable")
-_SEVEN_BIT = _CONSTANT.make("Content-Transfer-Encoding", "7bit")
+_PREPARED = _PreparedHeaders()
+_MIME_VERSION = _PREPARED.make("MIME-Version", "1.0")
+_ONE_CLICK = _PREPARED.make("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+_ALTERNATIVE = _PREPARED.make("Content-Type", f'multipart/alternative; boundary="{_BOUNDARY}"')
+_QUOTED_PRINTABLE = _PREPARED.make("Content-Transfer-Encoding", "quoted-printable")
+_SEVEN_BIT = _PREPARED.make("Content-Transfer-Encoding", "7bit")
 # RFC 5322 2.1.1: at most 998 characters on a line. Plain ASCII text within it travels
 # as it is (7bit). "From " at a line start is left to quoted-printable too, as some
 # mailbox software would otherwise turn it into ">From ".
 MAX_LINE = 998
 _SEVEN_BIT_BYTES = b"\t\n" + bytes(range(0x20, 0x7F))
 _TEXT_TYPES = {
-    subtype: _CONSTANT.make("Content-Type", f'text/{subtype}; charset="utf-8"')
+    subtype: _PREPARED.make("Content-Type", f'text/{subtype}; charset="utf-8"')
     for subtype in ("plain", "html")
 }
-_senders: dict[int, tuple[Address, tuple[str, object]]] = {}
 
 
 def _from_header(sender: Address) -> tuple[str, object]:
-    """The From header of a campaign's sender, made once (a campaign has one)."""
-    entry = _senders.get(id(sender))
-    if entry is None or entry[0] is not sender:
-        if len(_senders) > 1000:
-            _senders.clear()
-        entry = _senders[id(sender)] = (sender, _CONSTANT.make("From", sender))
-    return entry[1]
+    """The From header of a campaign's sender (a campaign has one)."""
+    return _PREPARED.recurring("From", sender, key=(sender.display_name, sender.addr_spec))
+
+
+_last_date: list = [None, None]  # [second, (name, header)]
+
+
+def _date_header() -> tuple[str, object]:
+    """Date (RFC 5322 writes it to the second): made once for all messages of a second."""
+    second = int(time.time())
+    if _last_date[0] != second:
+        when = format_datetime(datetime.fromtimestamp(second, UTC))
+        _last_date[:] = [second, _PREPARED.recurring("Date", when)]
+    return _last_date[1]
 
 
 def parse_from_address(value: str) -> Address:
@@ -143,12 +176,12 @@ def build_message(
 ) -> EmailMessage:
     """text/plain alone when html is None, else multipart/alternative (text, then HTML)."""
     msg = EmailMessage(policy=POLICY)
-    # Headers the same in every message are set as parsed once (set_raw: they were made by
-    # the policy's header_store_parse); the others are parsed here.
+    # Headers the same in many messages are set as parsed and folded once (set_raw: they
+    # were made by the policy's header_store_parse); the others are parsed here.
     msg.set_raw(*_from_header(sender))
     msg["To"] = Address(display_name=to_name, addr_spec=to_email)
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(datetime.now(UTC))
+    msg.set_raw(*_PREPARED.recurring("Subject", subject))
+    msg.set_raw(*_date_header())
     msg["Message-ID"] = make_msgid(domain=domain)
     msg["List-Unsubscribe"] = f"<{unsubscribe_url}>"
     msg.set_raw(*_ONE_CLICK)
@@ -174,7 +207,7 @@ class _WireGenerator(BytesGenerator):
 
     def _write_headers(self, msg):
         for name, value in msg.raw_items():
-            folded = _CONSTANT.folded(value)
+            folded = _PREPARED.folded(value)
             self._fp.write(folded if folded is not None else self.policy.fold_binary(name, value))
         self.write(self._NL)
 
