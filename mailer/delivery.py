@@ -28,6 +28,7 @@ from mailer.campaigns import compile_templates
 from mailer.compose import Composer, LinkRegistry, Recipient
 from mailer.message import wire_bytes
 from mailer.queries import SQL
+from tracker.database import UNREACHABLE
 from tracker.errors import FairclickError
 from tracker.settings import Settings, SmtpTarget
 from tracker.tokens import Tokens
@@ -144,13 +145,15 @@ class SentMarks:
 
     Each sender waits for its message's mark to be committed before it transmits another,
     so a killed process still leaves at most one accepted-but-unmarked message per connection;
-    the senders just share the round trip and the commit.
+    the senders just share the round trip and the commit. The marks keep one connection
+    while there is work: given back to the pool per statement, it cost a reset round trip.
     """
 
     def __init__(self, pool: asyncpg.Pool):
         self.pool = pool
         self._waiting: list[tuple[tuple, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
+        self._conn: asyncpg.Connection | None = None
 
     async def mark(self, message_id: int, recipient_format: str, header: str, reply: str) -> None:
         done = asyncio.get_running_loop().create_future()
@@ -159,6 +162,40 @@ class SentMarks:
             self._flusher = asyncio.create_task(self._flush())
         await done
 
+    async def close(self) -> None:
+        """Give the kept connection back, once the marks in hand are written."""
+        if self._flusher is not None:
+            await asyncio.wait([self._flusher])
+        await self._give_back(self._conn)
+
+    async def _give_back(self, conn: asyncpg.Connection | None) -> None:
+        if conn is None:
+            return
+        self._conn = None
+        try:
+            await self.pool.release(conn, timeout=2)  # the pool resets it, or replaces it
+        except Exception as exc:  # a connection PostgreSQL already dropped
+            log.debug("releasing the sent marks' connection: %r", exc)
+            conn.terminate()
+
+    async def _execute(self, columns: list[list]) -> None:
+        for attempt in (1, 2):
+            if self._conn is None:
+                self._conn = await self.pool.acquire()
+            try:
+                await self._conn.execute(SQL.mark_sent_many, *columns)
+                return
+            except asyncpg.PostgresError:
+                raise  # the statement's own error: the connection is fine
+            except BaseException as exc:
+                conn, self._conn = self._conn, None
+                conn.terminate()  # in an unknown state: the pool will make a new one
+                await self._give_back(conn)
+                # Marking is idempotent: after a broken connection (PostgreSQL restarted
+                # since the last mark), once more on a new one.
+                if attempt == 2 or not isinstance(exc, UNREACHABLE):
+                    raise
+
     async def _flush(self) -> None:
         try:
             while self._waiting:
@@ -166,7 +203,7 @@ class SentMarks:
                 try:
                     rows = [marks for marks, _ in batch]
                     columns = [list(column) for column in zip(*rows, strict=True)]
-                    await self.pool.execute(SQL.mark_sent_many, *columns)
+                    await self._execute(columns)
                 except BaseException as exc:
                     for _, done in batch:
                         if not done.done():
@@ -262,6 +299,7 @@ class Delivery:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+            await self._sent.close()
             await self._release_unsent()
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:

@@ -20,15 +20,31 @@ async def queued_ids(pool, add_recipients, make_campaign, settings, n: int) -> l
 
 
 class CountingPool:
-    """The real pool, counting the statements sent through execute."""
+    """The real pool, counting the connections it lends and the statements run on them."""
 
     def __init__(self, pool):
         self.pool = pool
         self.statements = 0
+        self.acquired = 0
+
+    async def acquire(self):
+        self.acquired += 1
+        return CountingConnection(self, await self.pool.acquire())
+
+    async def release(self, conn, timeout=None):
+        await self.pool.release(conn.conn, timeout=timeout)
+
+
+class CountingConnection:
+    def __init__(self, counter: CountingPool, conn):
+        self.counter, self.conn = counter, conn
 
     async def execute(self, *args):
-        self.statements += 1
-        return await self.pool.execute(*args)
+        self.counter.statements += 1
+        return await self.conn.execute(*args)
+
+    def terminate(self):
+        self.conn.terminate()
 
 
 async def test_concurrent_marks_share_statements(pool, add_recipients, make_campaign, settings):
@@ -54,6 +70,29 @@ async def test_concurrent_marks_share_statements(pool, add_recipients, make_camp
     await marks.mark(ids[0], "text", "<again@x>", "250 ok")
     assert counting.statements == 2
     assert await pool.fetchval("SELECT format FROM outbox WHERE id = $1", ids[0]) == "text"
+    # Both flushes ran on one kept connection (no reset round trip between them), which
+    # close() gives back.
+    assert counting.acquired == 1
+    assert pool.get_idle_size() < pool.get_size()
+    await marks.close()
+    assert pool.get_idle_size() == pool.get_size()
+
+
+async def test_marks_go_on_after_postgresql_drops_their_connection(
+    pool, add_recipients, make_campaign, settings
+):
+    ids = await queued_ids(pool, add_recipients, make_campaign, settings, 2)
+    counting = CountingPool(pool)
+    marks = SentMarks(counting)
+    await marks.mark(ids[0], "html", "<a@x>", "250 ok")
+    kept = marks._conn.conn.get_server_pid()
+    assert await pool.fetchval("SELECT pg_terminate_backend($1)", kept)
+    # The kept connection is dead: the mark is written on a new one, and only once.
+    await marks.mark(ids[1], "html", "<b@x>", "250 ok")
+    assert counting.acquired == 2
+    assert await pool.fetchval("SELECT status FROM outbox WHERE id = $1", ids[1]) == "sent"
+    await marks.close()
+    assert pool.get_idle_size() == pool.get_size()
 
 
 async def test_a_failed_statement_fails_every_mark_in_it(
@@ -74,11 +113,14 @@ async def test_a_failed_statement_fails_every_mark_in_it(
     # The marks go on working after a failure.
     await marks.mark(ids[2], "html", "<c@x>", "250 ok")
     assert await pool.fetchval("SELECT status FROM outbox WHERE id = $1", ids[2]) == "sent"
+    await marks.close()
 
 
 async def test_a_lone_mark_is_written_before_it_returns(
     pool, add_recipients, make_campaign, settings
 ):
     ids = await queued_ids(pool, add_recipients, make_campaign, settings, 1)
-    await SentMarks(pool).mark(ids[0], "html", "<a@x>", "250 ok")
+    marks = SentMarks(pool)
+    await marks.mark(ids[0], "html", "<a@x>", "250 ok")
     assert await pool.fetchval("SELECT status FROM outbox WHERE id = $1", ids[0]) == "sent"
+    await marks.close()

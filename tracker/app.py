@@ -12,7 +12,7 @@ from aiohttp import web
 from tracker import schema
 from tracker.bots import ScanDetector
 from tracker.clicks import follow_link, unavailable
-from tracker.database import create_pool, database_url
+from tracker.database import UNREACHABLE, create_pool, database_url
 from tracker.health import healthz, home, prometheus, readyz
 from tracker.keys import (
     DETECTOR,
@@ -28,7 +28,7 @@ from tracker.pages import page_environment
 from tracker.partitions import ensure_partitions
 from tracker.preferences import change_preferences, download_data, erase_data, show_preferences
 from tracker.queries import SQL
-from tracker.recorder import UNREACHABLE, Recorder
+from tracker.recorder import Recorder
 from tracker.settings import Settings
 from tracker.spool import Spool
 from tracker.targets import TargetCache

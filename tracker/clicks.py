@@ -10,10 +10,11 @@ from aiohttp import web
 from tracker import metrics
 from tracker.bots import classify_request
 from tracker.clients import client_ip, truncated_ip
+from tracker.database import UNREACHABLE
 from tracker.keys import DETECTOR, PAGES, POOL, RECORDER, SETTINGS, TARGETS, TOKENS
 from tracker.pages import render_page
 from tracker.queries import SQL
-from tracker.recorder import UNREACHABLE, Click, Outcome, now
+from tracker.recorder import Click, Outcome, now
 from tracker.targets import TargetsUnavailable
 
 log = logging.getLogger(__name__)

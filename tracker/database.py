@@ -11,6 +11,20 @@ import asyncpg
 from tracker.errors import ConfigError
 from tracker.settings import Settings
 
+# Errors that mean "the database is not there", as opposed to a bug in a statement.
+UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    # A connection PostgreSQL closed while it sat in the pool ("terminating connection
+    # due to administrator command" arrived between statements) fails its next use with
+    # "cannot switch to state N; another operation (2) is in progress": an outage too.
+    asyncpg.exceptions.InternalClientError,
+)
+
+
 log = logging.getLogger(__name__)
 
 # pgserver stops the embedded PostgreSQL when the last process using it exits;

@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from tracker import metrics, schema
+from tracker.database import UNREACHABLE
 from tracker.keys import PAGES, POOL, RECORDER
 from tracker.pages import render_page
-from tracker.recorder import UNREACHABLE
 
 
 async def home(request: web.Request) -> web.Response:

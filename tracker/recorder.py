@@ -19,23 +19,11 @@ from datetime import UTC, datetime
 import asyncpg
 
 from tracker import metrics
+from tracker.database import UNREACHABLE
 from tracker.queries import SQL
 from tracker.spool import Spool
 
 log = logging.getLogger(__name__)
-
-# Errors that mean "the database is not there", as opposed to a bug in a statement.
-UNREACHABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-    # A connection PostgreSQL closed while it sat in the pool ("terminating connection
-    # due to administrator command" arrived between statements) fails its next use with
-    # "cannot switch to state N; another operation (2) is in progress": an outage too.
-    asyncpg.exceptions.InternalClientError,
-)
 
 # Clicks this soon after the message went out are a scanner's: nobody opens and
 # reads that fast.

@@ -8,8 +8,8 @@ from urllib.parse import quote
 import asyncpg
 
 from tracker import metrics
+from tracker.database import UNREACHABLE
 from tracker.queries import SQL
-from tracker.recorder import UNREACHABLE
 
 MAX_CACHED = 200_000
 
