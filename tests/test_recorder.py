@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from aiohttp.test_utils import TestServer
 from helpers import tracked_links
 
 from tracker.app import create_app
-from tracker.consent import change_choices
+from tracker.consent import change_choices, erase_recipient
 from tracker.recorder import Click, Outcome, Recorder, _to_spool_row, write_events
 from tracker.spool import Spool
 
@@ -157,3 +158,36 @@ async def test_a_batch_committed_and_also_spooled_is_stored_once(pool, tmp_path,
     spool.seal()
     assert await Recorder(pool, spool).replay() == 1
     assert await pool.fetchval("SELECT count(*) FROM clicks") == 3
+
+
+async def test_a_click_being_written_when_erasure_starts_ends_anonymous(pool, message_and_link):
+    recipient = await pool.fetchval("SELECT id FROM recipients")
+    async with pool.acquire() as clicker, pool.acquire() as eraser:
+        writing = clicker.transaction()
+        await writing.start()
+        # The click read the person's consent before erasure began: identified.
+        (result,) = await write_events(clicker, [click(*message_and_link, "in flight")])
+        assert result.outcome is Outcome.STORED
+        erasing = asyncio.create_task(erase_recipient(eraser, recipient))
+        await asyncio.sleep(0.3)
+        assert not erasing.done()  # erasure waits for the click to commit ...
+        await writing.commit()
+        assert await erasing  # ... and then anonymises it with the rest
+    row = await pool.fetchrow("SELECT message_id, ip, user_agent FROM clicks")
+    assert tuple(row) == (None, None, None)
+
+
+async def test_a_click_arriving_during_erasure_is_anonymous(pool, message_and_link):
+    recipient = await pool.fetchval("SELECT id FROM recipients")
+    async with pool.acquire() as clicker, pool.acquire() as eraser:
+        erasing = eraser.transaction()
+        await erasing.start()
+        assert await erase_recipient(eraser, recipient)  # not committed yet
+        writing = asyncio.create_task(write_events(clicker, [click(*message_and_link, "x")]))
+        await asyncio.sleep(0.3)
+        assert not writing.done()  # held until erasure commits ...
+        await erasing.commit()
+        (result,) = await writing
+    assert result.outcome is Outcome.STORED  # ... and then it finds nobody to name
+    row = await pool.fetchrow("SELECT message_id, ip, user_agent FROM clicks")
+    assert tuple(row) == (None, None, None)

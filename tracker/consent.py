@@ -68,6 +68,9 @@ async def erase_recipient(conn: asyncpg.Connection, recipient_id: int) -> bool:
         email = await conn.fetchval(SQL.lock_recipient_for_erasure, recipient_id)
         if email is None:
             return False
+        # A click read the person's consent before this began but commits after: without
+        # this it would stay identified (message, IP network, user agent) for good.
+        await conn.execute(SQL.hold_click_writes)
         await conn.execute(SQL.anonymise_clicks_of, recipient_id)
         await conn.execute(SQL.anonymise_opens_of, recipient_id)
         await conn.execute(SQL.forget_messages_of, recipient_id)

@@ -39,6 +39,12 @@ SELECT id FROM recipients WHERE lower(email) = lower($1)
 -- Taken first, so a change of choices in flight finishes before (or waits for) erasure.
 SELECT email FROM recipients WHERE id = $1 FOR UPDATE
 
+-- name: hold_click_writes
+-- Erasure waits for clicks and opens being written to commit (so it anonymises them too)
+-- and holds new ones until it commits (they then find nobody to name). SHARE ROW
+-- EXCLUSIVE: two erasures take turns instead of deadlocking on their own updates.
+LOCK TABLE clicks, opens IN SHARE ROW EXCLUSIVE MODE
+
 -- name: anonymise_clicks_of
 -- Erasure: clicks stay counted, but no longer point at the person's message.
 UPDATE clicks SET message_id = NULL, ip = NULL, user_agent = NULL
