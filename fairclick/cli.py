@@ -148,9 +148,12 @@ async def cmd_preview(args, settings: Settings) -> int:
 
     settings = settings.with_secret_keys()
     async with connected(settings) as pool, pool.acquire() as conn:
-        message = await preview_message(conn, settings, args.name, args.to)
-    # Exactly what would be sent, shown with the terminal's line endings instead of CRLF.
+        preview = await preview_message(conn, settings, args.name, args.to)
+    message = preview.message
+    # What would be sent (but for the tokens), with the terminal's line endings, not CRLF.
     sys.stdout.write(message.as_string(policy=message.policy.clone(linesep="\n")))
+    if preview.note:
+        print(f"note: {preview.note}", file=sys.stderr)
     return 0
 
 

@@ -270,3 +270,20 @@ async def test_retention_from_the_command_line(fairclick):
     assert "monthly partitions dropped: none" in result.stdout
     bad = one_line_error(fairclick("retention", "--de-identify-after", "6", "--delete-after", "2"))
     assert "--delete-after (2) must be more months than --de-identify-after (6)" in bad
+
+
+async def test_preview_prints_the_message_and_says_its_links_are_placeholders(
+    fairclick, write_file, add_recipients
+):
+    await add_recipients(PEOPLE)
+    html = write_file("p.html", '<p>Hi {{ recipient.name }}</p><a href="https://example.com/x">x</a>')
+    created = fairclick("campaign", "create", "p", "--subject", "Hello", "--from",
+                        "News <news@example.com>", "--html", str(html))  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    result = fairclick(
+        "preview", "p", "--to", "ann@example.com", FAIRCLICK_BASE_URL="https://t.example.com"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Subject: Hello" in result.stdout and "/c/" in result.stdout
+    assert "Traceback" not in result.stderr
+    assert "placeholder tokens" in result.stderr and "record nothing" in result.stderr

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
 
 from mailer.capture import SaveToFolder, start_capture_server
-from mailer.preview import preview_message
+from mailer.preview import PREVIEW_MESSAGE_ID, preview_message
 from mailer.sending import send_campaign
 from tracker.consent import change_choices
 from tracker.settings import SmtpTarget
+from tracker.tokens import Tokens
 
 HTML = '<p>Hi {{ recipient.name }}</p><a href="https://example.com/x">x</a>'
 
@@ -129,9 +131,40 @@ async def test_preview_stores_and_sends_nothing(pool, settings, mailbox, add_rec
     await add_recipients("email,name\nann@example.com,Ann\n")
     await campaign()
     async with pool.acquire() as conn:
-        message = await preview_message(conn, settings, "news", "ann@example.com")
+        preview = await preview_message(conn, settings, "news", "ann@example.com")
+    message = preview.message
     assert message["Subject"] == "Hello Ann"
     assert f"{settings.base_url}/c/" in message.get_body(("html",)).get_content()
+    assert "placeholder tokens" in preview.note
     assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
     assert await pool.fetchval("SELECT count(*) FROM links") == 0
     assert mailbox.messages() == []
+
+
+async def test_previewed_links_never_name_a_real_message(
+    pool, settings, mailbox, add_recipients, campaign
+):
+    """A marketer clicking a previewed link must not be recorded as the recipient."""
+    await add_recipients("email,name,tracking_consent\nann@example.com,Ann,yes\n")
+    await campaign()
+    await send_campaign(pool, settings, "news")  # Ann has a real message and real links now
+    async with pool.acquire() as conn:
+        preview = await preview_message(conn, settings, "news", "ann@example.com")
+    tokens = re.findall(rf"{re.escape(settings.base_url)}/c/([\w.-]+)", preview.message.as_string())
+    assert tokens
+    codec = Tokens(settings.secret_keys).click
+    real_links = {r["id"] for r in await pool.fetch("SELECT id FROM links")}
+    for token in tokens:
+        message_id, link_id = codec.decode(token)
+        assert message_id == PREVIEW_MESSAGE_ID and link_id in real_links
+    assert not await pool.fetchval("SELECT count(*) FROM outbox WHERE id = $1", PREVIEW_MESSAGE_ID)
+
+
+async def test_preview_of_a_text_only_recipient_has_no_note(
+    pool, settings, mailbox, add_recipients, campaign
+):
+    await add_recipients("email,name,format\nbob@example.com,Bob,text\n")
+    await campaign()
+    async with pool.acquire() as conn:
+        preview = await preview_message(conn, settings, "news", "bob@example.com")
+    assert "/c/" not in preview.message.as_string() and preview.note is None
