@@ -7,7 +7,7 @@ one purpose is worthless for the other.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -16,6 +16,30 @@ from tracker.hashid_codec import HashidCodec
 
 TAG_BYTES = 12  # 96 bits; a multiple of 3, so its base64 needs no "=" padding
 _SEPARATOR = "."
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+class _KeyedSha256:
+    """HMAC-SHA256 (RFC 2104) of one key and message prefix, its two hash states made once.
+
+    hmac.HMAC.copy() builds a Python object per token; copying the two hashlib states is
+    the same computation with a third of the overhead (tested equal to hmac.new).
+    """
+
+    def __init__(self, key: bytes, prefix: bytes):
+        if len(key) > hashlib.sha256().block_size:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(hashlib.sha256().block_size, b"\0")
+        self._inner = hashlib.sha256(key.translate(hmac.trans_36))
+        self._inner.update(prefix)
+        self._outer = hashlib.sha256(key.translate(hmac.trans_5C))
+
+    def digest(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
 
 class TokenCodec:
@@ -24,15 +48,14 @@ class TokenCodec:
             raise ValueError("at least one secret key is needed")
         prefix = purpose.encode() + b":"
         # HMAC keyed (and fed the purpose) once per key; each token copies that state.
-        self._keyed = tuple(hmac.new(key, prefix, hashlib.sha256) for key in secret_keys)
+        self._keyed = tuple(_KeyedSha256(key, prefix) for key in secret_keys)
         self._ids = HashidCodec(f"fairclick:{purpose}", min_length=6)
         self._id_count = id_count
 
-    def _tag(self, keyed: hmac.HMAC, body: str) -> bytes:
+    def _tag(self, keyed: _KeyedSha256, body: str) -> bytes:
         """The tag as it is written in the token (12 bytes → 16 base64 characters, no '=')."""
-        mac = keyed.copy()
-        mac.update(body.encode())
-        return base64.urlsafe_b64encode(mac.digest()[:TAG_BYTES])
+        mac = keyed.digest(body.encode())[:TAG_BYTES]
+        return binascii.b2a_base64(mac, newline=False).translate(_URLSAFE)
 
     def encode(self, *ids: int) -> str:
         if len(ids) != self._id_count:
