@@ -308,6 +308,8 @@ async def test_erase_removes_the_person_and_keeps_anonymous_counts(people, setti
     form = {**CONFIRMED, "email": "bob@example.com", "recipient_id": str(bob)}
     url = page_url(settings, ann, "/erase")
     async with http.post(url, data=form, headers={"Origin": settings.base_url}) as resp:
+        # Post/redirect/get: the answer to the POST is a 303 to a page naming nobody.
+        assert [(r.status, r.headers["Location"]) for r in resp.history] == [(303, "/erased")]
         assert resp.status == 200
         assert resp.headers["Cache-Control"] == "no-store"
         html = await resp.text()

@@ -115,6 +115,9 @@ async def test_erase_my_data_after_ticking_the_confirmation(browser, ann, pool, 
         "Your data is erased; clicks remain only as anonymous counts."
     )
     assert await page.get_by_text("ann@example.com").count() == 0
+    # Reloading shows the same answer (no form is sent again to a link naming nobody now).
+    assert (await page.reload()).status == 200
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Your data is erased")
     await context.close()
 
     assert await pool.fetchval("SELECT count(*) FROM recipients WHERE id = $1", rid) == 0

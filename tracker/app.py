@@ -26,7 +26,13 @@ from tracker.keys import (
 from tracker.opens import open_pixel
 from tracker.pages import page_environment
 from tracker.partitions import ensure_partitions
-from tracker.preferences import change_preferences, download_data, erase_data, show_preferences
+from tracker.preferences import (
+    change_preferences,
+    download_data,
+    erase_data,
+    show_erased,
+    show_preferences,
+)
 from tracker.queries import SQL
 from tracker.recorder import Recorder
 from tracker.settings import Settings
@@ -130,4 +136,5 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None) -> web.A
     app.router.add_post("/p/{token}", change_preferences)
     app.router.add_get("/p/{token}/data", download_data, name="personal_data")
     app.router.add_post("/p/{token}/erase", erase_data, name="erase")
+    app.router.add_get("/erased", show_erased)
     return app

@@ -177,4 +177,11 @@ async def erase_data(request: web.Request) -> web.Response:
         erased = await erase_recipient(conn, recipient_id)
     if not erased:
         return _gone(request)
+    # Post/redirect/get: reloading the answer shows it again instead of re-posting to a
+    # link that names nobody any more.
+    raise web.HTTPSeeOther("/erased", headers={"Cache-Control": "no-store"})
+
+
+async def show_erased(request: web.Request) -> web.Response:
+    """GET /erased: what a person sees after erasing their data (it names nobody)."""
     return render_page(request.app[PAGES], "erased.html")
