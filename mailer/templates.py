@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,20 @@ _TEXT_GENERATOR_OPTIONS = {
     "ignore_emphasis": True,
     "wrap_links": False,
 }
+
+
+_jinja_urlencode = jinja2.filters.do_urlencode
+
+
+@functools.lru_cache(maxsize=4096)
+def _urlencode_text(value: str) -> str:
+    return _jinja_urlencode(value)
+
+
+def _urlencode(value):
+    """Jinja's urlencode, remembered for plain strings: email builders put
+    `{{ campaign.name | urlencode }}` into every link (~4 µs each, 25 per message)."""
+    return _urlencode_text(value) if type(value) is str else _jinja_urlencode(value)
 
 
 class _SourceLoader(jinja2.BaseLoader):
@@ -59,7 +74,7 @@ class Rendered:
 
 
 def _environment(sources: dict[str, str], *, autoescape: bool) -> jinja2.Environment:
-    return jinja2.Environment(
+    environment = jinja2.Environment(
         loader=_SourceLoader(sources),
         # HTML is autoescaped; the subject and text parts are plain text, where escaping
         # would put "&amp;" into what the reader sees.
@@ -67,6 +82,8 @@ def _environment(sources: dict[str, str], *, autoescape: bool) -> jinja2.Environ
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
+    environment.filters["urlencode"] = _urlencode
+    return environment
 
 
 def _render_error(exc: Exception, filename: str) -> TemplateError:
