@@ -68,13 +68,9 @@ class _Unmarkable(Exception):
     """A value contains a marker character: this message takes the template's own render."""
 
 
-# The marker and the characters that name pieces: a value holding one is not followed.
-_MARKERS = re.compile(f"[{_MARK}{chr(_FIRST_PIECE)}-{chr(_FIRST_PIECE + _MAX_PIECES)}]")
-
-
 def _finalize(value):
     text = value if isinstance(value, str) else str(value)
-    if _MARKERS.search(text):
+    if _MARK in text:
         raise _Unmarkable
     return value
 
@@ -108,11 +104,6 @@ class LayoutTemplate:
         code = twin_env.compile(tree, filename, filename)
         self._twin = twin_env.template_class.from_code(twin_env, code, twin_env.make_globals(None))
         self._pieces = pieces
-        # The twin's output with each marker replaced by its piece is the HTML: values hold
-        # no marker character (_finalize), so one str.translate rebuilds it.
-        self._rebuild = {ord(_MARK): None} | {
-            _FIRST_PIECE + i: piece for i, piece in enumerate(pieces)
-        }
 
     def render(self, context: dict) -> tuple[str, Layout] | None:
         """(HTML, layout), or None where a value holds a marker (render the template instead)."""
@@ -120,15 +111,20 @@ class LayoutTemplate:
             out = self._twin.render(context)
         except _Unmarkable:
             return None
-        first, *chunks = out.split(_MARK)
-        # Each chunk is a piece's marker, then the value written after it, if any.
-        key = ("+" if first else "-") + "".join(
-            [chunk if len(chunk) == 1 else chunk[0] + "+" for chunk in chunks]
-        )
-        values = [chunk[1:] for chunk in chunks if len(chunk) > 1]
-        if first:
-            values.insert(0, first)
-        return out.translate(self._rebuild), Layout(key, tuple(values))
+        chunks = out.split(_MARK)
+        pieces = self._pieces
+        html = [chunks[0]]
+        key = ["+" if chunks[0] else "-"]
+        values = [chunks[0]] if chunks[0] else []
+        for chunk in chunks[1:]:
+            html.append(pieces[ord(chunk[0]) - _FIRST_PIECE])
+            key.append(chunk[0])
+            if len(chunk) > 1:
+                value = chunk[1:]
+                html.append(value)
+                values.append(value)
+                key.append("+")
+        return "".join(html), Layout("".join(key), tuple(values))
 
     def layout_html(self, layout: Layout, placeholder: Callable[[int], str]) -> str:
         """The layout's HTML with placeholder(i) where its i-th value goes."""
