@@ -26,6 +26,7 @@ AWKWARD_NAMES = [
     "back\\slash",
     "{brace}",
     "zero\x00byte",
+    "icon \ue001 glyph \uf8ff",  # private-use characters, as icon fonts use
     "https://fc.example/p/tok",
     "line\nbreak",
     "a" * 120,
