@@ -30,10 +30,20 @@ class SaveToFolder:
 
 
 def start_capture_server(
-    folder: Path, host: str = "127.0.0.1", port: int = 0, handler: type = SaveToFolder
+    folder: Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    handler: type = SaveToFolder,
+    *,
+    smtputf8: bool = True,
 ) -> Controller:
-    """Start the server in its own thread; .port tells where it listens. Call .stop() to end."""
-    controller = Controller(handler(folder), hostname=host, port=port or _free_port(host))
+    """Start the server in its own thread; .port tells where it listens. Call .stop() to end.
+
+    smtputf8: offer SMTPUTF8 (RFC 6531), so addresses like zoë@example.com are accepted.
+    """
+    controller = Controller(
+        handler(folder), hostname=host, port=port or _free_port(host), enable_SMTPUTF8=smtputf8
+    )
     controller.start()
     return controller
 

@@ -26,7 +26,7 @@ import asyncpg
 from mailer import dkim
 from mailer.campaigns import compile_templates
 from mailer.compose import Composer, LinkRegistry, Recipient
-from mailer.message import wire_bytes
+from mailer.message import needs_smtputf8, wire_bytes
 from mailer.queries import SQL
 from tracker.database import UNREACHABLE
 from tracker.errors import FairclickError
@@ -225,12 +225,24 @@ class AmbiguousDelivery(Exception):
     """The connection failed after DATA: the server may or may not have the message."""
 
 
+class Undeliverable(Exception):
+    """This message can never go through this server (the reason is kept for the report)."""
+
+
 async def transmit(connection: SmtpConnection, sender: str, recipient: str, data: bytes) -> str:
     """One SMTP transaction; errors before DATA are safe to retry, after it they are not."""
     client = await connection.ensure()
+    options, encoding = [], "ascii"
+    if needs_smtputf8(recipient):
+        if not client.supports_extension("smtputf8"):
+            raise Undeliverable(
+                f"the mail server does not offer SMTPUTF8 (RFC 6531), which an address with "
+                f"non-ASCII characters before the @ needs: {recipient}"
+            )
+        options, encoding = ["SMTPUTF8"], "utf-8"
     try:
-        await client.mail(sender)
-        await client.rcpt(recipient)
+        await client.mail(sender, options=options, encoding=encoding)
+        await client.rcpt(recipient, encoding=encoding)
     except aiosmtplib.SMTPResponseException:
         with contextlib.suppress(aiosmtplib.SMTPException, OSError):
             await client.rset()
@@ -446,6 +458,9 @@ class Delivery:
                 SQL.mark_unknown, message_id, f"connection lost after DATA: {exc}"
             )
             return "unknown"
+        except Undeliverable as exc:
+            await self.pool.execute(SQL.mark_failed, message_id, str(exc))
+            return "failed"
         except aiosmtplib.SMTPResponseException as exc:
             return await self._refused(row, domain, exc.code, f"{exc.code} {exc.message}")
         except FairclickError:

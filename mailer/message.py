@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from email.generator import BytesGenerator
 from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage, MIMEPart
-from email.policy import SMTP
+from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, make_msgid
 from io import BytesIO
 
@@ -38,6 +38,15 @@ class _HeaderClasses(HeaderRegistry):
 
 # The SMTP policy (CRLF, 78-column folding, header checks), with the registry above.
 POLICY = SMTP.clone(header_factory=_HeaderClasses())
+# RFC 6532, for a recipient whose address has a non-ASCII local part: their To header is
+# written in UTF-8, and the message goes only to servers offering SMTPUTF8 (RFC 6531).
+POLICY_UTF8 = POLICY.clone(utf8=True)
+
+
+def needs_smtputf8(address: str) -> bool:
+    """Whether mail to this address needs SMTPUTF8: a non-ASCII local part (an IDN
+    domain alone can go as punycode, and the import takes ASCII domains only)."""
+    return not address.isascii()
 # "=_" never occurs in quoted-printable text (an "=" there is followed by a hex digit or a
 # line break), and a 7bit body holding it goes quoted-printable (body_transfer), so no body
 # line can be taken for the boundary, and one per process will do: the generator need not
@@ -175,11 +184,19 @@ def build_message(
     unsubscribe_url: str,
 ) -> EmailMessage:
     """text/plain alone when html is None, else multipart/alternative (text, then HTML)."""
-    msg = EmailMessage(policy=POLICY)
+    if needs_smtputf8(to_email):
+        msg = EmailMessage(policy=POLICY_UTF8)
+        # Address refuses to parse a non-ASCII local part whatever the policy; given as
+        # parts it is quoted where needed, and CR/LF are still refused.
+        local, _, to_domain = to_email.rpartition("@")
+        to = Address(display_name=to_name, username=local, domain=to_domain)
+    else:
+        msg = EmailMessage(policy=POLICY)
+        to = Address(display_name=to_name, addr_spec=to_email)
     # Headers the same in many messages are set as parsed and folded once (set_raw: they
     # were made by the policy's header_store_parse); the others are parsed here.
     msg.set_raw(*_from_header(sender))
-    msg["To"] = Address(display_name=to_name, addr_spec=to_email)
+    msg["To"] = to
     msg.set_raw(*_PREPARED.recurring("Subject", subject))
     msg.set_raw(*_date_header())
     msg["Message-ID"] = make_msgid(domain=domain)
@@ -207,7 +224,7 @@ class _WireGenerator(BytesGenerator):
 
     def _write_headers(self, msg):
         for name, value in msg.raw_items():
-            folded = _PREPARED.folded(value)
+            folded = None if self.policy.utf8 else _PREPARED.folded(value)
             self._fp.write(folded if folded is not None else self.policy.fold_binary(name, value))
         self.write(self._NL)
 
@@ -225,7 +242,9 @@ class _WireGenerator(BytesGenerator):
 
 
 def wire_bytes(message: EmailMessage) -> bytes:
-    """The message as sent: the same bytes as message.as_bytes(policy=SMTP), made faster."""
+    """The message as sent: the same bytes as message.as_bytes(policy=SMTP), made faster
+    (SMTPUTF8 for a message built for a non-ASCII address)."""
     out = BytesIO()
-    _WireGenerator(out, mangle_from_=False, policy=SMTP).flatten(message)
+    policy = SMTPUTF8 if message.policy.utf8 else SMTP
+    _WireGenerator(out, mangle_from_=False, policy=policy).flatten(message)
     return out.getvalue()

@@ -18,6 +18,7 @@ class RecordingServer(SaveToFolder):
         self.connections = 0
         self.arrivals: list[float] = []
         self.rcpt_attempts: list[str] = []
+        self.mail_options: dict[str, list[str]] = {}  # recipient → MAIL FROM parameters
         self._count_lock = threading.Lock()
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
@@ -39,6 +40,8 @@ class RecordingServer(SaveToFolder):
 
     async def handle_DATA(self, server, session, envelope):
         self.arrivals.append(time.monotonic())
+        for address in envelope.rcpt_tos:
+            self.mail_options[address] = list(envelope.mail_options)
         return await super().handle_DATA(server, session, envelope)
 
 

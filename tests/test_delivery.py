@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email
+import email.policy
 import itertools
 import subprocess
 import time
@@ -29,8 +31,9 @@ def server(tmp_path, settings):
     """Start one of the servers above; returns (handler, settings pointing at it)."""
     controllers = []
 
-    def start(kind=RecordingServer, **overrides):
-        controller = start_capture_server(tmp_path / f"smtp{len(controllers)}", handler=kind)
+    def start(kind=RecordingServer, smtputf8=True, **overrides):
+        folder = tmp_path / f"smtp{len(controllers)}"
+        controller = start_capture_server(folder, handler=kind, smtputf8=smtputf8)
         controllers.append(controller)
         target = SmtpTarget("127.0.0.1", controller.port, use_tls=False)
         return controller.handler, replace(settings, smtp=target, **overrides)
@@ -173,22 +176,26 @@ async def test_dkim_signature_verifies(pool, server, tmp_path, add_recipients, m
     record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
     dkim_settings = DkimSettings("example.com", "s1", key.read_bytes())
     handler, settings = server(RecordingServer, dkim=dkim_settings)
-    await add_recipients('email,name\nzoe@example.com,"Zoë Ünïcode"\n')
+    # The second address has UTF-8 headers (SMTPUTF8): its signature must verify too.
+    await add_recipients('email,name\nzoe@example.com,"Zoë Ünïcode"\nzoë@example.com,Zoë\n')
     await make_campaign(HTML, subject="Grüße {{ recipient.name }}")
     await send_campaign(pool, settings, "c")
-    raw = next(handler.folder.glob("*.eml")).read_bytes()
-    assert raw.startswith(b"DKIM-Signature:")
-    signed = raw.split(b"\r\n\r\n", 1)[0].split(b"h=", 1)[1].split(b";", 1)[0].lower()
-    for header in (b"from", b"to", b"subject", b"date", b"message-id", b"list-unsubscribe",
-                   b"list-unsubscribe-post"):  # fmt: skip
-        assert header in signed.replace(b" ", b"").replace(b"\r\n", b"").split(b":")
 
     def dns(name, timeout=5):
         assert name == b"s1._domainkey.example.com."
         return record
 
-    assert dkim.verify(raw, dnsfunc=dns)
-    assert not dkim.verify(raw.replace(b"Hi ", b"Hi!"), dnsfunc=dns)
+    messages = sorted(handler.folder.glob("*.eml"))
+    assert len(messages) == 2
+    for path in messages:
+        raw = path.read_bytes()
+        assert raw.startswith(b"DKIM-Signature:")
+        signed = raw.split(b"\r\n\r\n", 1)[0].split(b"h=", 1)[1].split(b";", 1)[0].lower()
+        for header in (b"from", b"to", b"subject", b"date", b"message-id", b"list-unsubscribe",
+                       b"list-unsubscribe-post"):  # fmt: skip
+            assert header in signed.replace(b" ", b"").replace(b"\r\n", b"").split(b":")
+        assert dkim.verify(raw, dnsfunc=dns), path.name
+        assert not dkim.verify(raw.replace(b"Hi ", b"Hi!"), dnsfunc=dns)
 
 
 async def test_text_part_links_tracked_only_with_consent(
@@ -211,19 +218,37 @@ async def test_text_part_links_tracked_only_with_consent(
     assert f"{settings.base_url}/p/" in texts["yes@example.com"]  # preferences stay as they are
 
 
-async def test_a_message_that_cannot_be_built_fails_alone(
+async def test_an_address_with_non_ascii_before_the_at_goes_with_smtputf8(
     pool, server, add_recipients, make_campaign
 ):
-    """A non-ASCII local part needs SMTPUTF8, which we do not speak yet: that one fails, clearly."""
-    _, settings = server(RecordingServer)
+    handler, settings = server(RecordingServer)
+    await add_recipients("email,name\nzoë@example.com,Zoë\nann@example.com,Ann\n")
+    await make_campaign(HTML)
+    progress = await send_campaign(pool, settings, "c")
+    assert progress.counts["sent"] == 2
+    assert handler.mail_options == {"zoë@example.com": ["SMTPUTF8"], "ann@example.com": []}
+    raw = next(handler.folder.glob("*zoë@example.com.eml")).read_bytes()
+    headers = raw.split(b"\r\n\r\n", 1)[0].decode("utf-8")  # RFC 6532: UTF-8 headers
+    assert "\r\nTo: Zoë <zoë@example.com>\r\n" in headers
+    message = email.message_from_string(raw.decode("utf-8"), policy=email.policy.default)
+    assert message["To"].addresses[0].addr_spec == "zoë@example.com"
+    assert "Hi Zoë" in message.get_body(("html",)).get_content()
+    ann = next(handler.folder.glob("*ann@example.com.eml")).read_bytes()
+    ann.split(b"\r\n\r\n", 1)[0].decode("ascii")  # everyone else's headers stay ASCII
+
+
+async def test_without_smtputf8_that_message_fails_alone_and_says_why(
+    pool, server, add_recipients, make_campaign
+):
+    handler, settings = server(RecordingServer, smtputf8=False)
     await add_recipients("email\nzoë@example.com\nann@example.com\n")
     await make_campaign(HTML)
     progress = await send_campaign(pool, settings, "c")
     assert (progress.counts["failed"], progress.counts["sent"]) == (1, 1)
     assert await statuses(pool) == {"zoë@example.com": "failed", "ann@example.com": "sent"}
-    assert "could not build" in await pool.fetchval(
-        "SELECT smtp_reply FROM outbox WHERE status = 'failed'"
-    )
+    reply = await pool.fetchval("SELECT smtp_reply FROM outbox WHERE status = 'failed'")
+    assert "does not offer SMTPUTF8" in reply and "zoë@example.com" in reply
+    assert handler.rcpt_attempts == ["ann@example.com"]  # never offered to the server
 
 
 async def test_unreachable_smtp_server_is_one_clear_error(
