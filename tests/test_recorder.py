@@ -14,7 +14,7 @@ from helpers import tracked_links
 
 from tracker.app import create_app
 from tracker.consent import change_choices, erase_recipient
-from tracker.recorder import Click, Outcome, Recorder, _to_spool_row, write_events
+from tracker.recorder import Click, Open, Outcome, Recorder, _to_spool_row, write_events
 from tracker.spool import Spool
 
 
@@ -191,3 +191,49 @@ async def test_a_click_arriving_during_erasure_is_anonymous(pool, message_and_li
     assert result.outcome is Outcome.STORED  # ... and then it finds nobody to name
     row = await pool.fetchrow("SELECT message_id, ip, user_agent FROM clicks")
     assert tuple(row) == (None, None, None)
+
+
+async def _waiting_on(pool, kind: str, seconds: float = 10) -> None:
+    """Until a session of this database waits for a lock of this kind, as pg_locks shows."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not await pool.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+        " WHERE NOT l.granted AND l.locktype = $1 AND a.datname = current_database())",
+        kind,
+    ):
+        assert loop.time() < deadline, f"nobody waits for a {kind} lock"
+        await asyncio.sleep(0.01)
+
+
+async def test_erasure_and_a_replay_that_writes_opens_first_do_not_deadlock(
+    pool, tmp_path, message_and_link
+):
+    """A spool file whose first chunk holds only opens, then a click, replayed while an erasure
+    runs: erasure locks clicks then opens, so the replay must take them in that order too."""
+    message_id, link_id = message_and_link
+    recipient = await pool.fetchval("SELECT id FROM recipients")
+    opened = Open(message_id, datetime.now(UTC), "human", None, None, None)
+    spool = Spool(tmp_path / "spool")
+    spool.append([_to_spool_row(opened), _to_spool_row(click(message_id, link_id, "x"))])
+    spool.seal()
+    recorder = Recorder(pool, spool, max_batch=1)  # the open and the click: two chunks
+    async with pool.acquire() as other, pool.acquire() as eraser:
+        # Another session writing the very same open keeps the replay waiting inside its
+        # transaction, so the erasure can be made to start in the middle of it.
+        holding = other.transaction()
+        await holding.start()
+        await other.execute(
+            "INSERT INTO opens (id, campaign_id, opened_at, kind)"
+            " SELECT $1, campaign_id, $2, 'human' FROM outbox WHERE id = $3",
+            opened.id, opened.at, message_id,
+        )  # fmt: skip
+        replaying = asyncio.create_task(recorder.replay())
+        await _waiting_on(pool, "transactionid")
+        erasing = asyncio.create_task(erase_recipient(eraser, recipient))
+        await _waiting_on(pool, "relation")
+        await holding.rollback()
+        replayed, erased = await asyncio.wait_for(asyncio.gather(replaying, erasing), 30)
+    assert (replayed, erased) == (1, True)
+    rows = await pool.fetch("SELECT message_id FROM clicks UNION ALL SELECT message_id FROM opens")
+    assert [r["message_id"] for r in rows] == [None, None]

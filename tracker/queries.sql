@@ -209,6 +209,12 @@ WITH batch AS (
 )
 SELECT id FROM valid
 
+-- name: lock_event_tables
+-- A transaction that writes clicks and opens in several statements (a spool replay) takes
+-- both tables first, in the order erasure (hold_click_writes) does. ROW EXCLUSIVE: writers
+-- do not block one another.
+LOCK TABLE clicks, opens IN ROW EXCLUSIVE MODE
+
 -- name: mark_clicks_bot
 UPDATE clicks SET kind = 'bot', bot_reason = $3
 WHERE (id, clicked_at) IN (SELECT * FROM unnest($1::bigint[], $2::timestamptz[]))

@@ -319,6 +319,9 @@ class Recorder:
                 rows = await asyncio.to_thread(Spool.read, path)
                 async with self.pool.acquire(timeout=2) as conn, conn.transaction():
                     if await conn.fetchval(SQL.claim_spool_file, path.name, len(rows)):
+                        # Chunks may write opens before clicks; erasure locks clicks, then
+                        # opens: taking both first, in its order, no chunk can deadlock it.
+                        await conn.execute(SQL.lock_event_tables)
                         for start in range(0, len(rows), self.max_batch):
                             chunk = rows[start : start + self.max_batch]
                             await write_events(conn, [_from_row(r) for r in chunk])
