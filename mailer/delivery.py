@@ -185,11 +185,14 @@ class SentMarks:
             try:
                 await self._conn.execute(SQL.mark_sent_many, *columns)
                 return
-            except asyncpg.PostgresError:
-                raise  # the statement's own error: the connection is fine
             except BaseException as exc:
+                if isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, UNREACHABLE):
+                    raise  # the statement's own error: the connection is fine
                 conn, self._conn = self._conn, None
-                conn.terminate()  # in an unknown state: the pool will make a new one
+                # In an unknown state: the pool will make a new one (if PostgreSQL closed
+                # it, the pool has already taken it back, and terminate() refuses).
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.terminate()
                 await self._give_back(conn)
                 # Marking is idempotent: after a broken connection (PostgreSQL restarted
                 # since the last mark), once more on a new one.

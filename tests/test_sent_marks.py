@@ -124,3 +124,28 @@ async def test_a_lone_mark_is_written_before_it_returns(
     await marks.mark(ids[0], "html", "<a@x>", "250 ok")
     assert await pool.fetchval("SELECT status FROM outbox WHERE id = $1", ids[0]) == "sent"
     await marks.close()
+
+
+async def test_a_mark_cut_off_mid_statement_is_written_on_a_new_connection(
+    pool, add_recipients, make_campaign, settings
+):
+    """PostgreSQL ends the kept connection while a mark runs on it (a failover, an admin):
+    the mark is written on a new connection, not lost (which would mail the person again)."""
+    ids = await queued_ids(pool, add_recipients, make_campaign, settings, 2)
+    marks = SentMarks(pool)
+    await marks.mark(ids[0], "html", "<a@x>", "250 ok")
+    kept = marks._conn.get_server_pid()
+    async with pool.acquire() as other:
+        holding = other.transaction()
+        await holding.start()
+        await other.execute("SELECT 1 FROM outbox WHERE id = $1 FOR UPDATE", ids[1])
+        marking = asyncio.create_task(marks.mark(ids[1], "html", "<b@x>", "250 ok"))
+        while not await pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)", kept
+        ):
+            await asyncio.sleep(0.01)
+        assert await pool.fetchval("SELECT pg_terminate_backend($1)", kept)
+        await holding.rollback()
+        await marking
+    assert await pool.fetchval("SELECT status FROM outbox WHERE id = $1", ids[1]) == "sent"
+    await marks.close()
