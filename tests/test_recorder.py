@@ -169,7 +169,7 @@ async def test_a_click_being_written_when_erasure_starts_ends_anonymous(pool, me
         (result,) = await write_events(clicker, [click(*message_and_link, "in flight")])
         assert result.outcome is Outcome.STORED
         erasing = asyncio.create_task(erase_recipient(eraser, recipient))
-        await asyncio.sleep(0.3)
+        await _waiting_on(pool, "relation")
         assert not erasing.done()  # erasure waits for the click to commit ...
         await writing.commit()
         assert await erasing  # ... and then anonymises it with the rest
@@ -184,7 +184,7 @@ async def test_a_click_arriving_during_erasure_is_anonymous(pool, message_and_li
         await erasing.start()
         assert await erase_recipient(eraser, recipient)  # not committed yet
         writing = asyncio.create_task(write_events(clicker, [click(*message_and_link, "x")]))
-        await asyncio.sleep(0.3)
+        await _waiting_on(pool, "relation")
         assert not writing.done()  # held until erasure commits ...
         await erasing.commit()
         (result,) = await writing

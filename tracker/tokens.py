@@ -17,6 +17,9 @@ from tracker.hashid_codec import HashidCodec
 TAG_BYTES = 12  # 96 bits; a multiple of 3, so its base64 needs no "=" padding
 _SEPARATOR = "."
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
+# RFC 2104's inner and outer pads, applied to the key by translate.
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
 
 
 class _KeyedSha256:
@@ -30,9 +33,9 @@ class _KeyedSha256:
         if len(key) > hashlib.sha256().block_size:
             key = hashlib.sha256(key).digest()
         key = key.ljust(hashlib.sha256().block_size, b"\0")
-        self._inner = hashlib.sha256(key.translate(hmac.trans_36))
+        self._inner = hashlib.sha256(key.translate(_IPAD))
         self._inner.update(prefix)
-        self._outer = hashlib.sha256(key.translate(hmac.trans_5C))
+        self._outer = hashlib.sha256(key.translate(_OPAD))
 
     def digest(self, message: bytes) -> bytes:
         inner = self._inner.copy()
