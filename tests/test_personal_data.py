@@ -14,6 +14,7 @@ import pytest
 from conftest import BROWSER_AGENT
 from helpers import BAD_TOKEN_KINDS, bad_tokens, pixels, tracked_links
 
+from tracker import consent
 from tracker.consent import erase
 from tracker.personal_data import NOT_INCLUDED
 from tracker.reports import campaign_report
@@ -293,6 +294,24 @@ async def test_erase_from_another_origin_is_forbidden(people, settings, pool, ht
     async with http.post(url, data=CONFIRMED, headers={"Origin": origin}) as resp:
         assert resp.status == 403
     assert await everything(pool) == before
+
+
+async def test_erase_while_clicks_are_held_says_try_again_and_erases_nothing(
+    people, settings, pool, http, monkeypatch
+):
+    monkeypatch.setattr(consent, "ERASURE_ATTEMPTS", 1)
+    url = page_url(settings, people["ann@example.com"], "/erase")
+    async with pool.acquire() as holder:
+        long_write = holder.transaction()  # a retention run or a spool replay, say
+        await long_write.start()
+        await holder.execute("LOCK TABLE clicks IN ROW EXCLUSIVE MODE")
+        before = await everything(pool)
+        async with http.post(url, data=CONFIRMED, headers={"Origin": settings.base_url}) as resp:
+            assert resp.status == 503
+            assert resp.headers["Retry-After"] == "60"
+            assert "Nothing was erased" in await resp.text()
+        assert await everything(pool) == before
+        await long_write.rollback()
 
 
 async def test_erase_removes_the_person_and_keeps_anonymous_counts(people, settings, pool, http):

@@ -14,6 +14,7 @@ from helpers import tracked_links
 
 from tracker.app import create_app
 from tracker.consent import change_choices, erase_recipient
+from tracker.errors import ErasureBusy
 from tracker.recorder import Click, Open, Outcome, Recorder, _to_spool_row, write_events
 from tracker.spool import Spool
 
@@ -237,3 +238,25 @@ async def test_erasure_and_a_replay_that_writes_opens_first_do_not_deadlock(
     assert (replayed, erased) == (1, True)
     rows = await pool.fetch("SELECT message_id FROM clicks UNION ALL SELECT message_id FROM opens")
     assert [r["message_id"] for r in rows] == [None, None]
+
+
+async def test_erasure_gives_way_to_a_long_click_write_and_clicks_keep_flowing(
+    pool, message_and_link
+):
+    recipient = await pool.fetchval("SELECT id FROM recipients")
+    async with pool.acquire() as holder, pool.acquire() as eraser, pool.acquire() as clicker:
+        long_write = holder.transaction()  # like a retention run or a spool replay
+        await long_write.start()
+        await write_events(holder, [click(*message_and_link, "long")])
+        erasing = asyncio.create_task(erase_recipient(eraser, recipient, attempts=2))
+        await _waiting_on(pool, "relation")
+        # Queued behind the erasure's lock request, a click waits only until it times out.
+        (result,) = await asyncio.wait_for(write_events(clicker, [click(0, 1, "x")]), 5)
+        assert result.outcome is Outcome.INVALID  # written through (and refused: no message 0)
+        with pytest.raises(ErasureBusy, match="nothing was erased"):
+            await erasing
+        assert await pool.fetchval("SELECT count(*) FROM recipients") == 1
+        await long_write.commit()
+        assert await erase_recipient(eraser, recipient)  # once the long write is over
+    assert await pool.fetchval("SELECT count(*) FROM recipients") == 0
+    assert await pool.fetchval("SELECT count(*) FROM clicks WHERE message_id IS NOT NULL") == 0

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 from dataclasses import dataclass
 
 import asyncpg
 
-from tracker.errors import NotFound
+from tracker.errors import ErasureBusy, NotFound
 from tracker.queries import SQL
 
 
@@ -59,12 +61,39 @@ async def erase(conn: asyncpg.Connection, email: str) -> bool:
     return recipient_id is not None and await erase_recipient(conn, recipient_id)
 
 
-async def erase_recipient(conn: asyncpg.Connection, recipient_id: int) -> bool:
+# While erasure queues for its lock on clicks and opens, PostgreSQL queues every click and
+# open write behind it: so it queues 250 ms at most (erasure_lock_timeout), lets them
+# through, and tries again, this many times in all (about 6 s).
+ERASURE_ATTEMPTS = 8
+
+
+async def erase_recipient(
+    conn: asyncpg.Connection, recipient_id: int, *, attempts: int | None = None
+) -> bool:
     """Remove everything about the person; their clicks stay only as anonymous counts.
 
-    False if they are not (or no longer) held.
+    False if they are not (or no longer) held. ErasureBusy (nothing erased) if other
+    writes to clicks and opens (a retention run, a spool replay, a vacuum) held their
+    tables throughout all attempts.
     """
+    attempts = ERASURE_ATTEMPTS if attempts is None else attempts
+    for attempt in range(attempts):
+        try:
+            return await _erase_once(conn, recipient_id)
+        except asyncpg.LockNotAvailableError:
+            if attempt == attempts - 1:
+                raise ErasureBusy(
+                    "could not erase now: clicks are being written in a long transaction "
+                    "(retention, spool replay or vacuum); nothing was erased, try again shortly"
+                ) from None
+            jitter = random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not security
+            await asyncio.sleep(min(2.0, 0.05 * 2**attempt) * jitter)
+    return False  # attempts < 1
+
+
+async def _erase_once(conn: asyncpg.Connection, recipient_id: int) -> bool:
     async with conn.transaction():
+        await conn.execute(SQL.erasure_lock_timeout)
         email = await conn.fetchval(SQL.lock_recipient_for_erasure, recipient_id)
         if email is None:
             return False

@@ -37,3 +37,7 @@ class NotFound(FairclickError):
 
 class PendingMigrations(FairclickError):
     pass
+
+
+class ErasureBusy(FairclickError):
+    """Erasure could not take its locks in time (long writes to clicks): nothing was erased."""

@@ -13,6 +13,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from tracker.consent import change_choices, current_choices, erase_recipient
+from tracker.errors import ErasureBusy
 from tracker.keys import PAGES, POOL, SETTINGS, TOKENS
 from tracker.pages import render_page
 from tracker.personal_data import FILENAME, as_json, personal_data
@@ -173,8 +174,13 @@ async def erase_data(request: web.Request) -> web.Response:
             status=400,
             erase_problem=f"Nothing was erased: tick “{ERASE_CONFIRMATION}” to erase your data.",
         )
-    async with request.app[POOL].acquire() as conn:
-        erased = await erase_recipient(conn, recipient_id)
+    try:
+        async with request.app[POOL].acquire() as conn:
+            erased = await erase_recipient(conn, recipient_id)
+    except ErasureBusy:
+        response = render_page(request.app[PAGES], "erase_later.html", status=503)
+        response.headers["Retry-After"] = "60"
+        return response
     if not erased:
         return _gone(request)
     # Post/redirect/get: reloading the answer shows it again instead of re-posting to a

@@ -39,6 +39,10 @@ SELECT id FROM recipients WHERE lower(email) = lower($1)
 -- Taken first, so a change of choices in flight finishes before (or waits for) erasure.
 SELECT email FROM recipients WHERE id = $1 FOR UPDATE
 
+-- name: erasure_lock_timeout
+-- Click and open writes queue behind an erasure waiting for hold_click_writes: never long.
+SET LOCAL lock_timeout = '250ms'
+
 -- name: hold_click_writes
 -- Erasure waits for clicks and opens being written to commit (so it anonymises them too)
 -- and holds new ones until it commits (they then find nobody to name). SHARE ROW
