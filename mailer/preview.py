@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.message import EmailMessage
 
 import asyncpg
@@ -13,15 +13,16 @@ from mailer.sending import prepare_composer
 from tracker.errors import NotFound
 from tracker.settings import Settings
 
-# Tokens in a preview name this message id, which no outbox row has: a click on a previewed
-# link (the marketer's own) is neither redirected nor recorded against the recipient.
+# Tokens in a preview name these ids, which no outbox row and no recipient have: a click on
+# a previewed link or preference link (the marketer's own) records, shows and changes nothing.
 PREVIEW_MESSAGE_ID = 0
+PREVIEW_RECIPIENT_ID = 0
 
 
 @dataclass(frozen=True)
 class Preview:
     message: EmailMessage
-    # Why its tracked URLs do not redirect, or None when it has none.
+    # Why its tracker URLs do nothing, or None when it has none.
     note: str | None
 
 
@@ -33,11 +34,17 @@ async def preview_message(
     record = await conn.fetchrow(SQL.recipient_by_email, email)
     if record is None:
         raise NotFound(f"no recipient with the address {email!r}")
-    message = await composer.compose(conn, Recipient.from_record(record), PREVIEW_MESSAGE_ID)
+    # The recipient's real preference token would open their data, their erasure and their
+    # consent (logged as their own choice) to whoever clicks in the preview.
+    recipient = replace(Recipient.from_record(record), id=PREVIEW_RECIPIENT_ID)
+    message = await composer.compose(conn, recipient, PREVIEW_MESSAGE_ID)
+    parts = [part for part in message.walk() if part.get_content_maintype() == "text"]
+    bodies = [part.get_content() for part in parts]  # decoded: no quoted-printable breaks
     note = None
-    if f"{composer.base_url}/c/" in message.as_string():
+    if any(f"{composer.base_url}/" in body for body in bodies):
         note = (
-            "tracked links in a preview carry placeholder tokens: they record nothing and "
-            "do not redirect; in the messages `fairclick send` sends, they work"
+            "the tracked links and the preference link in a preview carry placeholder tokens: "
+            "they record nothing, show nothing and change nothing; in the messages "
+            "`fairclick send` sends, they work"
         )
     return Preview(message, note)

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from mailer.capture import SaveToFolder, start_capture_server
-from mailer.preview import PREVIEW_MESSAGE_ID, preview_message
+from mailer.preview import PREVIEW_MESSAGE_ID, PREVIEW_RECIPIENT_ID, preview_message
 from mailer.sending import send_campaign
 from tracker.consent import change_choices
 from tracker.settings import SmtpTarget
@@ -141,26 +141,35 @@ async def test_preview_stores_and_sends_nothing(pool, settings, mailbox, add_rec
     assert mailbox.messages() == []
 
 
-async def test_previewed_links_never_name_a_real_message(
+async def test_previewed_links_never_name_a_real_message_or_person(
     pool, settings, mailbox, add_recipients, campaign
 ):
-    """A marketer clicking a previewed link must not be recorded as the recipient."""
+    """A marketer clicking in a preview must not be recorded as the recipient, nor see or
+    change the recipient's data and choices."""
     await add_recipients("email,name,tracking_consent\nann@example.com,Ann,yes\n")
     await campaign()
     await send_campaign(pool, settings, "news")  # Ann has a real message and real links now
     async with pool.acquire() as conn:
         preview = await preview_message(conn, settings, "news", "ann@example.com")
-    tokens = re.findall(rf"{re.escape(settings.base_url)}/c/([\w.-]+)", preview.message.as_string())
-    assert tokens
-    codec = Tokens(settings.secret_keys).click
+    text = "".join(
+        p.get_content() for p in preview.message.walk() if p.get_content_maintype() == "text"
+    )
+    base = re.escape(settings.base_url)
+    clicks = re.findall(rf"{base}/c/([\w.-]+)", text)
+    preferences = re.findall(rf"{base}/p/([\w.-]+)", text + preview.message["List-Unsubscribe"])
+    assert clicks and preferences
+    tokens = Tokens(settings.secret_keys)
     real_links = {r["id"] for r in await pool.fetch("SELECT id FROM links")}
-    for token in tokens:
-        message_id, link_id = codec.decode(token)
+    for token in clicks:
+        message_id, link_id = tokens.click.decode(token)
         assert message_id == PREVIEW_MESSAGE_ID and link_id in real_links
+    assert {tokens.preferences.decode(t) for t in preferences} == {(PREVIEW_RECIPIENT_ID,)}
     assert not await pool.fetchval("SELECT count(*) FROM outbox WHERE id = $1", PREVIEW_MESSAGE_ID)
+    assert not await pool.fetchval("SELECT count(*) FROM recipients WHERE id = 0")
+    assert "preference link" in preview.note
 
 
-async def test_preview_of_a_text_only_recipient_has_no_note(
+async def test_preview_of_a_text_only_recipient_has_no_tracked_link(
     pool, settings, mailbox, add_recipients, campaign
 ):
     await add_recipients("email,name,format\nbob@example.com,Bob,text\n")
@@ -168,3 +177,6 @@ async def test_preview_of_a_text_only_recipient_has_no_note(
     async with pool.acquire() as conn:
         preview = await preview_message(conn, settings, "news", "bob@example.com")
     assert "/c/" not in preview.message.as_string() and preview.note is None
+    # One-click unsubscribe from a previewed message unsubscribes nobody.
+    token = preview.message["List-Unsubscribe"].split("/p/")[1].rstrip(">")
+    assert Tokens(settings.secret_keys).preferences.decode(token) == (PREVIEW_RECIPIENT_ID,)
