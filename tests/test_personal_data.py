@@ -55,6 +55,13 @@ async def get(http, url, **headers):
         return resp.status, resp.headers, await resp.read()
 
 
+async def download(http, url, origin=None):
+    """Press "Download my data" (a POST from the page; origin None sends no Origin)."""
+    headers = {} if origin is None else {"Origin": origin}
+    async with http.post(url, headers=headers, allow_redirects=False) as resp:
+        return resp.status, resp.headers, await resp.read()
+
+
 @pytest.fixture
 async def people(pool, mailbox, add_recipients, make_campaign, deliver, tracker, http, settings):
     """{email: recipient id}, after the mail went out and both clicked and opened."""
@@ -154,7 +161,8 @@ NOTHING = dict.fromkeys(
 
 async def test_download_holds_the_persons_data_and_nobody_elses(people, settings, pool, http):
     before = await everything(pool)
-    status, headers, body = await get(http, page_url(settings, people["ann@example.com"], "/data"))
+    url = page_url(settings, people["ann@example.com"], "/data")
+    status, headers, body = await download(http, url, origin=settings.base_url)
     assert status == 200
     assert headers["Content-Type"] == "application/json; charset=utf-8"
     assert headers["Content-Disposition"] == 'attachment; filename="fairclick-data.json"'
@@ -198,7 +206,7 @@ async def test_download_holds_the_persons_data_and_nobody_elses(people, settings
         assert bobs not in text
     assert await everything(pool) == before  # GET changes nothing
 
-    _, _, body = await get(http, page_url(settings, people["bob@example.com"], "/data"))
+    _, _, body = await download(http, page_url(settings, people["bob@example.com"], "/data"))
     bob = json.loads(body)
     assert bob["recipient"]["email"] == "bob@example.com"
     assert [(c["url"], c["user_agent"]) for c in bob["clicks"]] == [
@@ -207,12 +215,23 @@ async def test_download_holds_the_persons_data_and_nobody_elses(people, settings
     assert "ann@example.com" not in body.decode() and "Oslo" not in body.decode()
 
 
+async def test_download_is_not_a_link_anything_can_follow(people, settings, pool, http):
+    """Mail scanners and prefetchers GET what the page links to: the data is not there."""
+    url = page_url(settings, people["ann@example.com"], "/data")
+    status, _, body = await get(http, url)
+    assert status == 405 and b"ann@example.com" not in body
+    for origin in ("https://evil.example", "null"):
+        status, _, body = await download(http, url, origin=origin)
+        assert status == 403 and b"ann@example.com" not in body
+
+
 async def test_preference_page_links_to_download_and_erase(people, settings, http):
     url = page_url(settings, people["ann@example.com"])
     _, _, body = await get(http, url)
     html = body.decode()
     path = url.removeprefix(settings.base_url)
-    assert f'<a href="{path}/data" download>Download my data</a>' in html
+    assert f'<form method="post" action="{path}/data">' in html
+    assert "<a" not in html.split("<h2>Your data</h2>", 1)[1]  # no link a crawler could follow
     assert f'<form method="post" action="{path}/erase">' in html
     assert 'name="confirm" value="yes" required' in html
 
@@ -223,7 +242,7 @@ async def test_bad_token_gets_404_and_changes_nothing(people, settings, pool, ht
     token = bad_tokens(settings, people["ann@example.com"])[kind]
     before = await everything(pool)
     if endpoint == "download":
-        request = http.get(f"{settings.base_url}/p/{token}/data")
+        request = http.post(f"{settings.base_url}/p/{token}/data")
     else:
         request = http.post(f"{settings.base_url}/p/{token}/erase", data=CONFIRMED)
     async with request as resp:
@@ -246,7 +265,7 @@ async def test_tokens_from_the_mail_are_not_preference_tokens(
     assert len(tokens) == 3
     before = await everything(pool)
     for token in tokens:
-        assert (await get(http, f"{settings.base_url}/p/{token}/data"))[0] == 404
+        assert (await download(http, f"{settings.base_url}/p/{token}/data"))[0] == 404
         async with http.post(f"{settings.base_url}/p/{token}/erase", data=CONFIRMED) as resp:
             assert resp.status == 404
     assert await everything(pool) == before
@@ -319,7 +338,7 @@ async def test_erase_removes_the_person_and_keeps_anonymous_counts(people, setti
     anns_messages, bobs_messages = await message_ids(pool, ann), await message_ids(pool, bob)
     assert await traces(pool, ann, "ann@example.com", anns_messages) != NOTHING
     bob_before = await traces(pool, bob, "bob@example.com", bobs_messages)
-    bob_data = (await get(http, page_url(settings, bob, "/data")))[2]
+    bob_data = (await download(http, page_url(settings, bob, "/data")))[2]
     async with pool.acquire() as conn:
         report_before = await campaign_report(conn, "spring")
 
@@ -346,13 +365,13 @@ async def test_erase_removes_the_person_and_keeps_anonymous_counts(people, setti
         assert after["anonymous"] == before["anonymous"] + 1, what
     assert await traces(pool, bob, "bob@example.com", bobs_messages) == bob_before
     assert (
-        json.loads((await get(http, page_url(settings, bob, "/data")))[2])["clicks"]
+        json.loads((await download(http, page_url(settings, bob, "/data")))[2])["clicks"]
         == (json.loads(bob_data)["clicks"])
     )
 
     # Her token now leads nowhere, like any unknown one.
     assert (await get(http, page_url(settings, ann)))[0] == 404
-    assert (await get(http, page_url(settings, ann, "/data")))[0] == 404
+    assert (await download(http, page_url(settings, ann, "/data")))[0] == 404
     async with http.post(url, data=CONFIRMED) as resp:
         assert resp.status == 404
 

@@ -135,7 +135,7 @@ async def test_download_link_answers_a_json_attachment(browser, ann, pool):
     page = await context.new_page()
     await page.goto(url)
     async with page.expect_download() as download_info:
-        await page.get_by_role("link", name="Download my data").click()
+        await page.get_by_role("button", name="Download my data").click()
     download = await download_info.value
     assert download.suggested_filename == "fairclick-data.json"
     data = json.loads(Path(await download.path()).read_text(encoding="utf-8"))

@@ -134,7 +134,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None) -> web.A
     app.router.add_get("/o/{token}.gif", open_pixel)
     app.router.add_get("/p/{token}", show_preferences, name="preferences")
     app.router.add_post("/p/{token}", change_preferences)
-    app.router.add_get("/p/{token}/data", download_data, name="personal_data")
+    app.router.add_post("/p/{token}/data", download_data, name="personal_data")
     app.router.add_post("/p/{token}/erase", erase_data, name="erase")
     app.router.add_get("/erased", show_erased)
     return app

@@ -1,6 +1,7 @@
 """The preference page /p/TOKEN: GET shows the choices, POST changes them (and RFC 8058).
 
-/p/TOKEN/data downloads everything held about the person (GET, read-only);
+/p/TOKEN/data downloads everything held about the person (POST from the page, read-only:
+a link scanner or prefetcher that follows links from the page must not fetch it);
 /p/TOKEN/erase erases it (POST, confirmed, same origin only).
 """
 
@@ -135,10 +136,16 @@ async def change_preferences(request: web.Request) -> web.Response:
 
 
 async def download_data(request: web.Request) -> web.Response:
-    """GET /p/TOKEN/data: a JSON file of everything held about the person; changes nothing."""
+    """POST /p/TOKEN/data: a JSON file of everything held about the person; changes nothing.
+
+    A form button, not a link: mail security gateways and prefetchers fetch the links of
+    the pages they open, and would take the person's data with them.
+    """
     recipient_id = _recipient_id(request)
     if recipient_id is None:
         return _gone(request)
+    if not _same_origin(request):
+        return web.Response(status=403, text="This form can only be sent from its own page.\n")
     async with request.app[POOL].acquire() as conn:
         data = await personal_data(conn, recipient_id)
     if data is None:
