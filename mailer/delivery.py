@@ -146,7 +146,8 @@ class SentMarks:
     Each sender waits for its message's mark to be committed before it transmits another,
     so a killed process still leaves at most one accepted-but-unmarked message per connection;
     the senders just share the round trip and the commit. The marks keep one connection
-    while there is work: given back to the pool per statement, it cost a reset round trip.
+    from their first statement until close() (a worker: its whole life); given back to the
+    pool per statement, it cost a reset round trip.
     """
 
     def __init__(self, pool: asyncpg.Pool):
