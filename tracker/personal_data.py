@@ -35,6 +35,19 @@ def _when(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
+def _event(row: asyncpg.Record, at: str, **about) -> dict:
+    """A click or an open as the person sees it (about: what only clicks have)."""
+    return {
+        "at": _when(row[at]),
+        "campaign": row["campaign"],
+        **about,
+        "kind": row["kind"],
+        "bot_reason": row["bot_reason"],
+        "ip": row["ip"],
+        "user_agent": row["user_agent"],
+    }
+
+
 async def personal_data(conn: asyncpg.Connection, recipient_id: int) -> dict | None:
     """The person's data, or None if they are not (or no longer) held."""
     # One snapshot: a click or a change of choices arriving meanwhile is in all of it or none.
@@ -83,30 +96,8 @@ async def personal_data(conn: asyncpg.Connection, recipient_id: int) -> dict | N
             }
             for m in messages
         ],
-        "clicks": [
-            {
-                "at": _when(c["clicked_at"]),
-                "campaign": c["campaign"],
-                "url": c["url"],
-                "link_name": c["link_name"],
-                "kind": c["kind"],
-                "bot_reason": c["bot_reason"],
-                "ip": c["ip"],
-                "user_agent": c["user_agent"],
-            }
-            for c in clicks
-        ],
-        "opens": [
-            {
-                "at": _when(o["opened_at"]),
-                "campaign": o["campaign"],
-                "kind": o["kind"],
-                "bot_reason": o["bot_reason"],
-                "ip": o["ip"],
-                "user_agent": o["user_agent"],
-            }
-            for o in opens
-        ],
+        "clicks": [_event(c, "clicked_at", url=c["url"], link_name=c["link_name"]) for c in clicks],
+        "opens": [_event(o, "opened_at") for o in opens],
         "suppression": {
             "suppressed": suppression is not None,
             "reason": suppression["reason"] if suppression else None,
