@@ -18,7 +18,7 @@ from smtp_servers import DropsAfterData, RecordingServer, RefusingServer
 
 from mailer.campaigns import set_status
 from mailer.capture import start_capture_server
-from mailer.delivery import Delivery
+from mailer.delivery import Delivery, SentMarks
 from mailer.sending import prepare_composer, queue_campaign, send_campaign
 from tracker.errors import FairclickError
 from tracker.settings import DkimSettings, SmtpTarget
@@ -262,3 +262,32 @@ async def test_unreachable_smtp_server_is_one_clear_error(
         await send_campaign(pool, nowhere, "c")
     assert time.monotonic() - started < 30
     assert set((await statuses(pool)).values()) == {"queued"}  # nothing lost, nothing half-sent
+
+
+async def test_the_next_message_waits_for_the_last_ones_mark(
+    pool, server, add_recipients, make_campaign, monkeypatch
+):
+    """Composing runs ahead, transmitting does not: while a sent message's mark is not yet
+    committed, the connection sends nothing else (a kill -9 then doubles one at most)."""
+    handler, settings = server(RecordingServer, smtp_connections=1)
+    await add_recipients(people(3))
+    await make_campaign(HTML)
+    # The first mark is held at the door until the test opens it (PostgreSQL stays real).
+    door, knocked = asyncio.Event(), asyncio.Event()
+    execute = SentMarks._execute
+
+    async def held_execute(self, columns):
+        knocked.set()
+        await door.wait()
+        await execute(self, columns)
+
+    monkeypatch.setattr(SentMarks, "_execute", held_execute)
+    sending = asyncio.create_task(send_campaign(pool, settings, "c"))
+    await asyncio.wait_for(knocked.wait(), 10)
+    await asyncio.sleep(0.3)  # time enough for a second message, were one allowed
+    assert len(handler.rcpt_attempts) == 1
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE status = 'sent'") == 0
+    door.set()
+    progress = await asyncio.wait_for(sending, 30)
+    assert progress.counts["sent"] == 3
+    assert sorted(handler.rcpt_attempts) == ["p0@example.com", "p1@example.com", "p2@example.com"]
