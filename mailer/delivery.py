@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
 import re
@@ -415,63 +414,30 @@ class Delivery:
         return self._composers[campaign_id]
 
     async def _sender(self) -> None:
-        """One SMTP connection's loop. The next message is composed while the last one is
-        in its SMTP transaction and its mark is committed (the CPU would idle meanwhile);
-        it is transmitted only after that mark, so a kill -9 still leaves at most one
-        accepted-but-unmarked message per connection."""
         connection = SmtpConnection(self.smtp_target)
-        sending: asyncio.Task | None = None  # the last message: its transaction and mark
         try:
             while True:
                 item = await self._queue.get()
                 if item is None:
-                    break
+                    return
                 row, person = item
                 try:
-                    prepared = await self._prepare(row, person)
-                    if sending is not None:  # transmit again only once that one is marked
-                        previous, sending = sending, None
-                        await previous  # its error, if any, is raised here
+                    outcome = await self._deliver(connection, row, person)
                 except BaseException:
-                    self._done(row["id"], None)
+                    # Nothing sensible to do with the rest: stop claiming and report. The row
+                    # in hand stays leased and returns to the outbox when the lease lapses.
+                    self.stop()
                     raise
-                if isinstance(prepared, str):
-                    self._done(row["id"], prepared)
-                else:
-                    task = asyncio.create_task(self._send(connection, row, prepared))
-                    # Finished with as soon as it is marked, not when this loop next looks:
-                    # the claimer decides from the rows in hand whether the send is over.
-                    task.add_done_callback(functools.partial(self._sent_or_not, row["id"]))
-                    sending = task
-            if sending is not None:
-                previous, sending = sending, None
-                await previous
-        except BaseException:
-            # Nothing sensible to do with the rest: stop claiming and report. A row in hand
-            # stays leased and returns to the outbox when the lease lapses.
-            self.stop()
-            raise
+                finally:
+                    self._leased.discard(row["id"])
+                    self._finished_one()
+                self.progress.counts[outcome] += 1
+                if self.on_progress:
+                    self.on_progress(self.progress)
         finally:
-            if sending is not None:  # leaving with an error: the message in flight finishes
-                with contextlib.suppress(Exception):
-                    await sending
             await connection.close()
 
-    def _sent_or_not(self, message_id: int, task: asyncio.Task) -> None:
-        failed = task.cancelled() or task.exception() is not None
-        self._done(message_id, None if failed else task.result())
-
-    def _done(self, message_id: int, outcome: str | None) -> None:
-        """The message is finished with (outcome None: it failed with an exception)."""
-        self._leased.discard(message_id)
-        self._finished_one()
-        if outcome is not None:
-            self.progress.counts[outcome] += 1
-            if self.on_progress:
-                self.on_progress(self.progress)
-
-    async def _prepare(self, row, person) -> str | tuple[Recipient, str, EmailMessage, bytes]:
-        """The message's outcome if it is not to be sent now, else what _send needs."""
+    async def _deliver(self, connection: SmtpConnection, row, person) -> str:
         message_id = row["id"]
         if person is None or not person["subscribed"] or person["suppressed"]:
             reason = (
@@ -483,8 +449,11 @@ class Delivery:
             return "skipped"
         recipient = Recipient.from_record(person)
         domain = recipient.email.rpartition("@")[2].lower()
-        if deferred := await self._paused(message_id, domain):
-            return deferred
+        if wait := self.domains.wait_for(domain):
+            await self.pool.execute(
+                SQL.mark_deferred, message_id, f"{domain} asked us to slow down", wait
+            )
+            return "deferred"
         try:
             # The pool stands in for a connection: composing needs one only for a campaign or
             # a link it has not seen yet, and acquiring one per message costs a reset query.
@@ -499,23 +468,6 @@ class Delivery:
                 SQL.mark_failed, message_id, f"could not build the message: {exc!r}"
             )
             return "failed"
-        return recipient, domain, message, data
-
-    async def _paused(self, message_id: int, domain: str) -> str | None:
-        if wait := self.domains.wait_for(domain):
-            await self.pool.execute(
-                SQL.mark_deferred, message_id, f"{domain} asked us to slow down", wait
-            )
-            return "deferred"
-        return None
-
-    async def _send(self, connection: SmtpConnection, row, prepared) -> str:
-        recipient, domain, message, data = prepared
-        message_id = row["id"]
-        # Composed while the last message was being sent: that one may have been told to
-        # slow down since.
-        if deferred := await self._paused(message_id, domain):
-            return deferred
         await self.rate.wait()
         sender = message["From"].addresses[0].addr_spec
         try:
