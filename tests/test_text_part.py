@@ -64,6 +64,16 @@ def tracked_html(html: str, n: int):
     )
 
 
+def assert_text_is_html2texts(templates: CampaignTemplates, rendered, n: int, why=()) -> None:
+    """The message's text part, plain and with tracked links, is what html2text makes."""
+    message = Message(rendered.html, rendered.layout)
+    assert templates.text_part.text(message) == html_to_text(rendered.html), why
+    spots, tracked, rewritten = tracked_html(rendered.html, n)
+    assert templates.text_part.text(
+        message, links=(spots, tracked), rewritten_html=rewritten, skip_prefixes=SKIP
+    ) == html_to_text(rewritten), (*why, "tracked")
+
+
 def refuse(html: str) -> str:
     raise AssertionError("html2text ran on the message: the per-layout text was not used")
 
@@ -71,16 +81,10 @@ def refuse(html: str) -> str:
 @pytest.mark.parametrize("path", EMAIL_TEMPLATES, ids=lambda p: p.stem)
 def test_text_is_html2texts_for_every_recipient(path: Path) -> None:
     templates = compile_html(path)
-    part = templates.text_part
     for n, name in enumerate(PLAIN_NAMES + AWKWARD_NAMES):
         for member in (True, False):
             rendered = templates.render(context(name, member, n))
-            message = Message(rendered.html, rendered.layout)
-            assert part.text(message) == html_to_text(rendered.html), (name, member)
-            spots, tracked, rewritten = tracked_html(rendered.html, n)
-            assert part.text(
-                message, links=(spots, tracked), rewritten_html=rewritten, skip_prefixes=SKIP
-            ) == html_to_text(rewritten), (name, member, "tracked")
+            assert_text_is_html2texts(templates, rendered, n, (name, member))
 
 
 @pytest.mark.parametrize("path", EMAIL_TEMPLATES[:2], ids=lambda p: p.stem)
@@ -141,12 +145,7 @@ def test_awkward_templates_still_get_html2texts_text(source: str) -> None:
     templates = CampaignTemplates(subject="s", html=source, html_filename="t.html")
     for n, name in enumerate(PLAIN_NAMES + AWKWARD_NAMES):
         rendered = templates.render(context(name, True, n))
-        message = Message(rendered.html, rendered.layout)
-        assert templates.text_part.text(message) == html_to_text(rendered.html)
-        spots, tracked, rewritten = tracked_html(rendered.html, n)
-        assert templates.text_part.text(
-            message, links=(spots, tracked), rewritten_html=rewritten, skip_prefixes=SKIP
-        ) == html_to_text(rewritten)
+        assert_text_is_html2texts(templates, rendered, n, (name,))
 
 
 def sent_bytes(
@@ -264,9 +263,4 @@ def test_values_that_change_more_than_their_words(source: str, values: list) -> 
         ctx = context("Ada", True, n)
         ctx["recipient"]["attributes"] |= {"account": account, "tracking": tracking}
         rendered = templates.render(ctx)
-        message = Message(rendered.html, rendered.layout)
-        assert templates.text_part.text(message) == html_to_text(rendered.html)
-        spots, tracked, rewritten = tracked_html(rendered.html, n)
-        assert templates.text_part.text(
-            message, links=(spots, tracked), rewritten_html=rewritten, skip_prefixes=SKIP
-        ) == html_to_text(rewritten)
+        assert_text_is_html2texts(templates, rendered, n, (account, tracking))
