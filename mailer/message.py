@@ -47,6 +47,8 @@ def needs_smtputf8(address: str) -> bool:
     """Whether mail to this address needs SMTPUTF8: a non-ASCII local part (an IDN
     domain alone can go as punycode, and the import takes ASCII domains only)."""
     return not address.isascii()
+
+
 # "=_" never occurs in quoted-printable text (an "=" there is followed by a hex digit or a
 # line break), and a 7bit body holding it goes quoted-printable (body_transfer), so no body
 # line can be taken for the boundary, and one per process will do: the generator need not
@@ -70,14 +72,11 @@ class _PreparedHeaders:
         self._folded: dict[int, tuple[object, bytes]] = {}
         self._recurring: dict[tuple[str, object], tuple[str, object]] = {}
 
-    def _prepare(self, name: str, value) -> tuple[str, object]:
+    def make(self, name: str, value) -> tuple[str, object]:
         name, header = POLICY.header_store_parse(name, value)
         # The header object is kept in the entry, so its id is not reused while it is here.
         self._folded[id(header)] = (header, POLICY.fold_binary(name, header))
         return name, header
-
-    def make(self, name: str, value) -> tuple[str, object]:
-        return self._prepare(name, value)
 
     def recurring(self, name: str, value, key=None) -> tuple[str, object]:
         """(name, header) for value, prepared once while it keeps coming back; key stands
@@ -89,7 +88,7 @@ class _PreparedHeaders:
                 for _, header in self._recurring.values():
                     self._folded.pop(id(header), None)
                 self._recurring.clear()
-            prepared = self._recurring[key] = self._prepare(name, value)
+            prepared = self._recurring[key] = self.make(name, value)
         return prepared
 
     def folded(self, header) -> bytes | None:
