@@ -89,6 +89,10 @@ def _same_origin(request: web.Request) -> bool:
         return False
 
 
+def _other_origin() -> web.Response:
+    return web.Response(status=403, text="This form can only be sent from its own page.\n")
+
+
 async def change_preferences(request: web.Request) -> web.Response:
     recipient_id = _recipient_id(request)
     if recipient_id is None:
@@ -109,7 +113,7 @@ async def change_preferences(request: web.Request) -> web.Response:
             )
         return web.Response(text="You are unsubscribed.\n", headers={"Cache-Control": "no-store"})
     if not _same_origin(request):
-        return web.Response(status=403, text="This form can only be sent from its own page.\n")
+        return _other_origin()
     choices, problems = {}, []
     fmt = form.get("format")
     if fmt not in ("html", "text"):
@@ -145,7 +149,7 @@ async def download_data(request: web.Request) -> web.Response:
     if recipient_id is None:
         return _gone(request)
     if not _same_origin(request):
-        return web.Response(status=403, text="This form can only be sent from its own page.\n")
+        return _other_origin()
     async with request.app[POOL].acquire() as conn:
         data = await personal_data(conn, recipient_id)
     if data is None:
@@ -172,7 +176,7 @@ async def erase_data(request: web.Request) -> web.Response:
     if recipient_id is None:
         return _gone(request)
     if not _same_origin(request):
-        return web.Response(status=403, text="This form can only be sent from its own page.\n")
+        return _other_origin()
     form = await _form(request)
     if form.get("confirm") != "yes":
         return await _page(
