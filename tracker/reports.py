@@ -8,6 +8,7 @@ import json
 
 import asyncpg
 
+from tracker.control_chars import visible
 from tracker.errors import NotFound
 from tracker.queries import SQL
 
@@ -55,19 +56,35 @@ def as_json(report: dict) -> str:
     return json.dumps(report, indent=2)
 
 
+# OWASP's CSV injection advice: a spreadsheet takes a cell starting with one of these
+# for a formula (=HYPERLINK(…), a DDE call); a leading single quote makes it text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A text value as a CSV cell that neither runs as a formula nor writes raw control
+    characters (each shown as its escape, as in the table); numbers as they are."""
+    if not isinstance(value, str):
+        return value
+    value = visible(value)
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
 def as_csv(report: dict) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["url", "name", *LINK_COUNTS])
     for link in report["links"]:
-        writer.writerow([link["url"], link["name"], *(link[k] for k in LINK_COUNTS)])
+        writer.writerow(map(csv_cell, [link["url"], link["name"], *(link[k] for k in LINK_COUNTS)]))
     return out.getvalue()
 
 
 def as_table(report: dict) -> str:
+    """The report for a terminal: names and URLs with control, escape and bidi characters
+    shown as escapes (\\x1b, \\u202e), so none of them acts on the terminal."""
     clicks = report["clicks"]
     lines = [
-        f"Campaign {report['campaign']}",
+        f"Campaign {visible(report['campaign'])}",
         f"  sent {report['sent']}   failed {report['failed']}   pending {report['pending']}   "
         f"unknown {report['unknown']} (maybe delivered, not resent)   skipped {report['skipped']}",
         f"  recipients: {report['recipients']['html']} HTML, {report['recipients']['text']} "
@@ -81,7 +98,7 @@ def as_table(report: dict) -> str:
     header = ["link", *LINK_COUNTS]
     rows = [
         [
-            link["url"] + (f" [{link['name']}]" if link["name"] else ""),
+            visible(link["url"] + (f" [{link['name']}]" if link["name"] else "")),
             *map(str, (link[k] for k in LINK_COUNTS)),
         ]
         for link in report["links"]
