@@ -300,6 +300,19 @@ async def test_report_csv_has_header_row(fairclick, reported_campaign):
     ]
 
 
+async def test_report_table_is_the_default(fairclick, reported_campaign):
+    result = fairclick("report", reported_campaign)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Campaign spring"
+    # These bot clicks were written without a reason, as rows from before reasons were kept.
+    assert "  bot clicks by reason: 3 not recorded" in lines
+    assert lines[-2].split() == ["https://example.com/one", "[one]", "3", "1", "2", "1", "1"]
+    assert json.loads(fairclick("report", "spring", "--format", "json").stdout)["bot_reasons"] == {
+        "not recorded": 3
+    }
+
+
 async def test_report_of_unknown_campaign(fairclick):
     assert "no campaign named 'nope'" in one_line_error(fairclick("report", "nope"))
 

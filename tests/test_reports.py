@@ -6,8 +6,10 @@ import csv
 import io
 import json
 
-from helpers import tracked_links
+from helpers import honeypot_links, tracked_links
 
+from tracker.bots import HEAD, HONEYPOT, KNOWN_AGENT
+from tracker.recorder import TOO_SOON_REASON
 from tracker.reports import as_csv, as_json, as_table, campaign_report
 
 # Names and URLs as a campaign author (or whoever can write templates) may set them:
@@ -92,3 +94,45 @@ async def test_the_default_table_form(pool, tracker, http, mailbox, add_recipien
     assert "clicks: 1 total, 1 unique recipients, 1 identified, 0 anonymous, 0 bot" in table
     assert lines[-2].split() == ["link", "total", "unique", "identified", "anonymous", "bot"]
     assert lines[-1].split() == ["https://example.com/x", "[x]", "1", "1", "1", "0", "0"]
+
+
+async def test_bot_clicks_by_reason(pool, tracker, http, mailbox, add_recipients, make_campaign,
+                                    deliver):  # fmt: skip
+    """Real clicks through the tracker, one message each, so no reason borrows another's."""
+    await add_recipients(
+        "email,tracking_consent\n"
+        + "".join(f"{who}@example.com,yes\n" for who in ("curl", "head", "soon", "pot", "ann"))
+    )
+    await make_campaign('<html><body><a href="https://example.com/x">x</a></body></html>')
+    await deliver("c")
+    html = {m["To"].addresses[0].username: html_of(m) for m in mailbox.messages()}
+    link = {who: tracked_links(page)[0] for who, page in html.items()}
+
+    async def status(method, url, **headers):
+        async with http.request(method, url, allow_redirects=False, headers=headers) as response:
+            return response.status
+
+    assert await status("GET", link["curl"], **{"User-Agent": "curl/8.5.0"}) == 302
+    assert await status("HEAD", link["head"]) == 302
+    await pool.execute(
+        "UPDATE outbox SET sent_at = now() WHERE recipient_id ="
+        " (SELECT id FROM recipients WHERE email = 'soon@example.com')"
+    )
+    assert await status("GET", link["soon"]) == 302
+    assert await status("GET", honeypot_links(html["pot"])[0]) == 302
+    assert await status("GET", link["ann"]) == 302  # a person, later, in a browser
+
+    async with pool.acquire() as conn:
+        report = await campaign_report(conn, "c")
+    assert report["bot_reasons"] == {
+        HEAD: 1,
+        HONEYPOT: 1,
+        KNOWN_AGENT: 1,
+        TOO_SOON_REASON: 1,
+    }
+    assert report["clicks"]["bot"] == 4 and report["clicks"]["total"] == 1
+    assert json.loads(as_json(report))["bot_reasons"] == report["bot_reasons"]
+    assert (
+        "  bot clicks by reason: 1 HEAD request, 1 honeypot link, "
+        "1 known scanner or crawler agent, 1 within 10s of delivery\n"
+    ) in as_table(report)

@@ -24,6 +24,7 @@ async def campaign_report(conn: asyncpg.Connection, name: str) -> dict:
     links = await conn.fetch(SQL.report_links, campaign_id)
     unique = await conn.fetchval(SQL.report_unique_clickers, campaign_id)
     opens = await conn.fetchrow(SQL.report_opens, campaign_id)
+    bot_reasons = await conn.fetch(SQL.report_bot_reasons, campaign_id)
     return {
         "campaign": name,
         "sent": messages["sent"],
@@ -40,6 +41,9 @@ async def campaign_report(conn: asyncpg.Connection, name: str) -> dict:
             "anonymous": sum(r["anonymous"] for r in links),
             "bot": sum(r["bot"] for r in links),
         },
+        # Why clicks were counted as bots' (tracker/bots.py, TOO_SOON_REASON), most first:
+        # a marketer testing their own mail with curl, or at once, sees it here.
+        "bot_reasons": {r["reason"]: r["clicks"] for r in bot_reasons},
         # Opens come only from recipients who consented (the pixel is in no one else's mail),
         # so they say little about a campaign as a whole; machine opens are counted apart.
         "opens": dict(opens),
@@ -91,6 +95,11 @@ def as_table(report: dict) -> str:
         "text-only (text-only mail carries no tracked links)",
         f"  clicks: {clicks['total']} total, {clicks['unique']} unique recipients, "
         f"{clicks['identified']} identified, {clicks['anonymous']} anonymous, {clicks['bot']} bot",
+        "  bot clicks by reason: "
+        + (
+            ", ".join(f"{n} {visible(reason)}" for reason, n in report["bot_reasons"].items())
+            or "none"
+        ),
         f"  opens (consenting recipients only): {report['opens']['total']} total, "
         f"{report['opens']['unique']} unique, {report['opens']['bot']} by machines",
         "",
