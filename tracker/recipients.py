@@ -117,7 +117,7 @@ def _read_csv(path: Path, lines: list[str]) -> tuple[list[tuple[int, dict]], Pro
     start = 1
     try:
         for row in reader:
-            if row:  # a blank line
+            if row:  # a blank line is [] and is skipped
                 rows.append((start, row))
             start = reader.line_num + 1
     except csv.Error as exc:
@@ -141,7 +141,7 @@ def _read_csv(path: Path, lines: list[str]) -> tuple[list[tuple[int, dict]], Pro
         problems.append((header_line, f"column {shown} appears more than once in the header row"))
     elif "email" not in names:
         problems.append((header_line, "the header row has no 'email' column"))
-    if problems and header_line in dict(problems):
+    if any(line == header_line for line, _ in problems):  # no columns to read rows by
         raise ImportRowsError(str(path), sorted(problems))
     records = []
     for number, row in rows:
