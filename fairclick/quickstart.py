@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import textwrap
 from dataclasses import replace
 
 from aiohttp import web
@@ -14,10 +15,12 @@ from mailer.queries import SQL as MAILER_SQL
 from mailer.sending import send_campaign
 from tracker import schema
 from tracker.app import create_app
+from tracker.bots import BURST_LINKS, BURST_SECONDS
 from tracker.database import create_pool, database_url
 from tracker.errors import FairclickError
 from tracker.pages import templates_dir
 from tracker.recipients import import_recipients
+from tracker.recorder import TOO_SOON_SECONDS
 from tracker.settings import Settings, SmtpTarget
 from tracker.tokens import Tokens
 
@@ -93,7 +96,24 @@ async def _print_guide(pool, settings: Settings, mail_dir) -> None:
         print(f"                  (in {example['email']}'s mail; it leads to {example['url']})")
         print(f"preference page:  {prefs}")
     print(f"then see:         fairclick report {CAMPAIGN}")
+    print()
+    print(_HOW_CLICKS_COUNT)
     print("Ctrl-C stops everything.", flush=True)
+
+
+# Said up front: a marketer trying the link at once, or with curl, would otherwise see only
+# bot clicks and no reason why.
+_HOW_CLICKS_COUNT = textwrap.fill(
+    "How clicks are counted: a click is taken for a machine's (a link scanner or "
+    "prefetcher), and counted as a bot click apart from people's, when it comes within "
+    f"{TOO_SOON_SECONDS} s of delivery, is a HEAD request, has no user agent or a known "
+    "scanner or crawler agent (curl's and wget's are on that list), follows the hidden "
+    f"honeypot link, or is one of {BURST_LINKS} links of one message within "
+    f"{BURST_SECONDS:g} s (or near a honeypot hit). To click as a person: wait "
+    f"{TOO_SOON_SECONDS} s after sending, then open the link in a browser. "
+    "The report lists bot clicks by reason.",
+    width=88,
+)
 
 
 async def _wait_for_stop() -> None:

@@ -13,6 +13,7 @@ from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, make_msgid
 from io import BytesIO
 
+from tracker.control_chars import first_control, one_line
 from tracker.errors import FairclickError
 
 
@@ -132,9 +133,20 @@ def _date_header() -> tuple[str, object]:
 
 def parse_from_address(value: str) -> Address:
     """One address, with optional display name, e.g. 'News <news@example.com>'."""
-    header = POLICY.header_factory("From", value)
-    addresses = getattr(header, "addresses", ())
-    if len(addresses) != 1 or header.defects or not addresses[0].domain:
+    try:
+        header = POLICY.header_factory("From", value)
+        addresses = getattr(header, "addresses", ())
+        defects = header.defects
+    except ValueError:  # an RFC 2047 encoded-word that decodes to CR or LF, for one
+        addresses, defects = (), True
+    # A control character that survived parsing (an encoded \x01, say) would reach every
+    # recipient's From line and the operator's terminal.
+    if (
+        len(addresses) != 1
+        or defects
+        or not addresses[0].domain
+        or first_control(addresses[0].display_name + addresses[0].addr_spec) is not None
+    ):
         raise FairclickError(
             f"--from {value!r} is not one email address: use e.g. --from 'News <news@example.com>'"
         )
@@ -182,16 +194,26 @@ def build_message(
     domain: str,
     unsubscribe_url: str,
 ) -> EmailMessage:
-    """text/plain alone when html is None, else multipart/alternative (text, then HTML)."""
-    if needs_smtputf8(to_email):
-        msg = EmailMessage(policy=POLICY_UTF8)
-        # Address refuses to parse a non-ASCII local part whatever the policy; given as
-        # parts it is quoted where needed, and CR/LF are still refused.
-        local, _, to_domain = to_email.rpartition("@")
-        to = Address(display_name=to_name, username=local, domain=to_domain)
-    else:
-        msg = EmailMessage(policy=POLICY)
-        to = Address(display_name=to_name, addr_spec=to_email)
+    """text/plain alone when html is None, else multipart/alternative (text, then HTML).
+
+    A name or subject holding control characters (the importer refuses them, but a row
+    written to the database another way may hold CR/LF) goes on one line, each run of them
+    a space; an address that cannot be written is a FairclickError for this message.
+    """
+    to_name = one_line(to_name)
+    subject = one_line(subject)
+    try:
+        if needs_smtputf8(to_email):
+            msg = EmailMessage(policy=POLICY_UTF8)
+            # Address refuses to parse a non-ASCII local part whatever the policy; given as
+            # parts it is quoted where needed, and CR/LF are still refused.
+            local, _, to_domain = to_email.rpartition("@")
+            to = Address(display_name=to_name, username=local, domain=to_domain)
+        else:
+            msg = EmailMessage(policy=POLICY)
+            to = Address(display_name=to_name, addr_spec=to_email)
+    except ValueError as exc:  # header defects are ValueErrors too
+        raise FairclickError(f"cannot address a message to {to_email!r}: {exc}") from None
     # Headers the same in many messages are set as parsed and folded once (set_raw: they
     # were made by the policy's header_store_parse); the others are parsed here.
     msg.set_raw(*_from_header(sender))

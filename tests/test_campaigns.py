@@ -80,7 +80,18 @@ async def test_text_part_is_generated_from_html(
     assert "Big news" in text and "https://example.com/read" in text and "<td>" not in text
 
 
-@pytest.mark.parametrize("sender", ["not an address", "a@example.com, b@example.com", ""])
+@pytest.mark.parametrize(
+    "sender",
+    [
+        "not an address",
+        "a@example.com, b@example.com",
+        "",
+        # RFC 2047 encoded-words that decode to CR/LF or another control character.
+        "=?utf-8?q?a=0D=0Ab?= <news@example.com>",
+        "=?utf-8?b?QQ0KQmNjOiB4QGV4YW1wbGUubmV0?= <news@example.com>",
+        "=?utf-8?q?a=1Bb?= <news@example.com>",
+    ],
+)
 async def test_bad_from_address_is_refused(pool, write_file, sender):
     async with pool.acquire() as conn:
         with pytest.raises(FairclickError, match="--from"):

@@ -123,6 +123,70 @@ async def test_import_of_good_rows(fairclick, write_file, pool):
 
 
 @pytest.mark.parametrize(
+    ("content", "where", "what"),
+    [
+        (PEOPLE + 'eve@example.com,"Eve\r\nBcc: all@example.net",html,no\n', 6, "\\x0d"),
+        (PEOPLE + "ct\x01rl@example.com,Ctrl,html,no\n", 6, "\\x01"),
+        (PEOPLE + 'eve@example.com,"Eve,html,no\nfay@example.com,Fay,html,no\n', 6, "never closed"),
+        ("email,name,email\nann@example.com,Ann,a@example.com\n", 1, "more than once"),
+        (PEOPLE + "eve@example.com,E\u2028ve,html,no\nfay@example.com,Fay,pdf,no\n", 7, "'pdf'"),
+        (PEOPLE + "eve@example.com,E\x00ve,html,no\n", 6, "NUL"),
+        (PEOPLE + "eve@example.com," + "x" * 5_000_000 + ",html,no\n", 6, "longer than"),
+        (PEOPLE.encode() + b"eve@example.com,\xff,html,no\n", 6, "not UTF-8"),
+    ],
+    ids=["crlf", "control", "unclosed", "header", "u2028", "nul", "5mb", "latin1"],
+)
+async def test_import_of_unmailable_rows_names_the_line_and_imports_nothing(
+    fairclick, tmp_path, pool, content, where, what
+):
+    path = tmp_path / "people.csv"
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    result = fairclick("recipients", "import", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("fairclick: ") and "nothing was imported" in result.stderr
+    flagged = [line for line in result.stderr.splitlines() if line.startswith(f"{path}:{where}: ")]
+    assert len(flagged) == 1 and what in flagged[0], result.stderr
+    assert len(result.stderr) < 1000
+    assert await pool.fetchval("SELECT count(*) FROM recipients") == 0
+
+
+async def test_from_with_an_encoded_line_break_is_one_line(fairclick, write_file, pool):
+    html = write_file("p.html", HTML)
+    sender = "=?utf-8?q?a=0D=0Ab?= <news@example.com>"
+    line = one_line_error(
+        fairclick(
+            "campaign", "create", "p", "--subject", "Hi", "--from", sender, "--html", str(html)
+        )
+    )
+    assert "--from '=?utf-8?q?a=0D=0Ab?= <news@example.com>' is not one email address" in line
+    assert await pool.fetchval("SELECT count(*) FROM campaigns") == 0
+
+
+async def test_preview_of_a_name_with_a_line_break_stored_in_the_database(
+    fairclick, write_file, add_recipients, pool
+):
+    """The importer refuses it; a name written to the database another way is made safe."""
+    await add_recipients(PEOPLE)
+    html = write_file("p.html", HTML)
+    created = fairclick("campaign", "create", "p", "--subject", "Hi {{ recipient.name }}",
+                        "--from", "News <news@example.com>", "--html", str(html))  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    update = "UPDATE recipients SET {} = $1 WHERE email = $2"
+    await pool.execute(update.format("name"), "Ann\r\nBcc: all@example.net", "ann@example.com")
+    base = {"FAIRCLICK_BASE_URL": "https://t.example.com"}
+    result = fairclick("preview", "p", "--to", "ann@example.com", **base)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    headers = result.stdout.split("\n\n", 1)[0].splitlines()
+    assert 'To: "Ann Bcc: all@example.net" <ann@example.com>' in headers
+    assert "Subject: Hi Ann Bcc: all@example.net" in headers
+    assert not any(h.startswith("Bcc") for h in headers)
+    # An address no message can be written to: one line, not a traceback.
+    await pool.execute(update.format("email"), "ct\x01rl@example.com", "bob@example.com")
+    line = one_line_error(fairclick("preview", "p", "--to", "ct\x01rl@example.com", **base))
+    assert "cannot address a message to 'ct\\x01rl@example.com'" in line
+
+
+@pytest.mark.parametrize(
     ("html", "subject", "where"),
     [
         ("<p>Hi</p>\n<p>there</p>\n{% endfor %}\n", "Hello", "{html}:3"),
@@ -236,6 +300,19 @@ async def test_report_csv_has_header_row(fairclick, reported_campaign):
     ]
 
 
+async def test_report_table_is_the_default(fairclick, reported_campaign):
+    result = fairclick("report", reported_campaign)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Campaign spring"
+    # These bot clicks were written without a reason, as rows from before reasons were kept.
+    assert "  bot clicks by reason: 3 not recorded" in lines
+    assert lines[-2].split() == ["https://example.com/one", "[one]", "3", "1", "2", "1", "1"]
+    assert json.loads(fairclick("report", "spring", "--format", "json").stdout)["bot_reasons"] == {
+        "not recorded": 3
+    }
+
+
 async def test_report_of_unknown_campaign(fairclick):
     assert "no campaign named 'nope'" in one_line_error(fairclick("report", "nope"))
 
@@ -276,7 +353,9 @@ async def test_preview_prints_the_message_and_says_its_links_are_placeholders(
     fairclick, write_file, add_recipients
 ):
     await add_recipients(PEOPLE)
-    html = write_file("p.html", '<p>Hi {{ recipient.name }}</p><a href="https://example.com/x">x</a>')
+    html = write_file(
+        "p.html", '<p>Hi {{ recipient.name }}</p><a href="https://example.com/x">x</a>'
+    )
     created = fairclick("campaign", "create", "p", "--subject", "Hello", "--from",
                         "News <news@example.com>", "--html", str(html))  # fmt: skip
     assert created.returncode == 0, created.stderr

@@ -65,3 +65,21 @@ def test_per_recipient_subjects_keep_memory_bounded(monkeypatch):
     # Forgotten headers leave the folded table too: it holds at most the constant ones,
     # those kept before, and the recurring ones now kept.
     assert len(prepared._folded) <= kept_before + 50
+
+
+def test_a_name_or_subject_with_line_breaks_stays_on_one_header_line():
+    """The importer refuses such names; one written to the database another way is made safe."""
+    message = build_message(
+        sender=parse_from_address("News <news@example.com>"),
+        to_email="zoe@example.net",
+        to_name="Zoë\r\nBcc: all@example.net",
+        subject="Hi Zoë\r\nBcc: all@example.net",
+        text="hello\n",
+        html=None,
+        domain="fc.example",
+        unsubscribe_url="https://fc.example/p/tok",
+    )
+    parsed = email.message_from_bytes(wire_bytes(message), policy=policy.SMTP)
+    assert parsed["Bcc"] is None
+    assert str(parsed["To"]) == '"Zoë Bcc: all@example.net" <zoe@example.net>'
+    assert str(parsed["Subject"]) == "Hi Zoë Bcc: all@example.net"

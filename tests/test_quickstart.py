@@ -11,6 +11,8 @@ import sys
 
 import aiohttp
 
+from tracker.bots import KNOWN_AGENT
+
 
 async def run(*args: str, env: dict) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
@@ -51,6 +53,18 @@ async def test_quickstart_runs_the_whole_loop(tmp_path, tracker_port):
         prefs = re.search(r"preference page:\s+(\S+)", output)[1]
         assert f"captured emails:  {tmp_path / 'data' / 'mail'}" in output
         assert "fairclick report welcome" in output
+        # The guide says what makes a click a bot's, and how to click as a person.
+        guide = " ".join(output.split())
+        for said in (
+            "within 10 s of delivery",
+            "HEAD request",
+            "known scanner or crawler agent (curl's",
+            "hidden honeypot link",
+            "3 links of one message within 2 s",
+            "wait 10 s after sending, then open the link in a browser",
+            "bot clicks by reason",
+        ):
+            assert said in guide
         assert len(list((tmp_path / "data" / "mail").glob("*.eml"))) == 3
 
         async with aiohttp.ClientSession() as http:
@@ -67,6 +81,11 @@ async def test_quickstart_runs_the_whole_loop(tmp_path, tracker_port):
         assert report["sent"] == 3 and report["recipients"] == {"html": 2, "text": 1}
         # Clicked by a machine within seconds of delivery: counted, but as a bot.
         assert report["clicks"]["bot"] == 1 and report["clicks"]["total"] == 0
+        # … and the report says why: aiohttp's agent is on the crawler list, as curl's is.
+        assert report["bot_reasons"] == {KNOWN_AGENT: 1}
+        code, out, err = await run("report", "welcome", env=env)
+        assert code == 0, err
+        assert f"bot clicks by reason: 1 {KNOWN_AGENT}" in out
     finally:
         process.send_signal(signal.SIGINT)
         await asyncio.wait_for(process.wait(), 60)

@@ -136,6 +136,15 @@ WHERE l.campaign_id = $1
 GROUP BY l.id
 ORDER BY l.id
 
+-- name: report_bot_reasons
+-- Bot clicks of a campaign by why they were taken for a machine's (the honeypot link's
+-- hits included, as in the bot count); a row from before reasons were kept has none.
+SELECT coalesce(c.bot_reason, 'not recorded') AS reason, count(*) AS clicks
+FROM clicks c JOIN links l ON l.id = c.link_id
+WHERE l.campaign_id = $1 AND c.kind = 'bot'
+GROUP BY 1
+ORDER BY 2 DESC, 1
+
 -- name: report_opens
 SELECT count(*) FILTER (WHERE o.kind = 'human') AS total,
        count(DISTINCT m.recipient_id) FILTER (WHERE o.kind = 'human') AS "unique",

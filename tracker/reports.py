@@ -8,6 +8,7 @@ import json
 
 import asyncpg
 
+from tracker.control_chars import visible
 from tracker.errors import NotFound
 from tracker.queries import SQL
 
@@ -23,6 +24,7 @@ async def campaign_report(conn: asyncpg.Connection, name: str) -> dict:
     links = await conn.fetch(SQL.report_links, campaign_id)
     unique = await conn.fetchval(SQL.report_unique_clickers, campaign_id)
     opens = await conn.fetchrow(SQL.report_opens, campaign_id)
+    bot_reasons = await conn.fetch(SQL.report_bot_reasons, campaign_id)
     return {
         "campaign": name,
         "sent": messages["sent"],
@@ -39,6 +41,9 @@ async def campaign_report(conn: asyncpg.Connection, name: str) -> dict:
             "anonymous": sum(r["anonymous"] for r in links),
             "bot": sum(r["bot"] for r in links),
         },
+        # Why clicks were counted as bots' (tracker/bots.py, TOO_SOON_REASON), most first:
+        # a marketer testing their own mail with curl, or at once, sees it here.
+        "bot_reasons": {r["reason"]: r["clicks"] for r in bot_reasons},
         # Opens come only from recipients who consented (the pixel is in no one else's mail),
         # so they say little about a campaign as a whole; machine opens are counted apart.
         "opens": dict(opens),
@@ -55,25 +60,46 @@ def as_json(report: dict) -> str:
     return json.dumps(report, indent=2)
 
 
+# OWASP's CSV injection advice: a spreadsheet takes a cell starting with one of these
+# for a formula (=HYPERLINK(…), a DDE call); a leading single quote makes it text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A text value as a CSV cell that neither runs as a formula nor writes raw control
+    characters (each shown as its escape, as in the table); numbers as they are."""
+    if not isinstance(value, str):
+        return value
+    value = visible(value)
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
 def as_csv(report: dict) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["url", "name", *LINK_COUNTS])
     for link in report["links"]:
-        writer.writerow([link["url"], link["name"], *(link[k] for k in LINK_COUNTS)])
+        writer.writerow(map(csv_cell, [link["url"], link["name"], *(link[k] for k in LINK_COUNTS)]))
     return out.getvalue()
 
 
 def as_table(report: dict) -> str:
+    """The report for a terminal: names and URLs with control, escape and bidi characters
+    shown as escapes (\\x1b, \\u202e), so none of them acts on the terminal."""
     clicks = report["clicks"]
     lines = [
-        f"Campaign {report['campaign']}",
+        f"Campaign {visible(report['campaign'])}",
         f"  sent {report['sent']}   failed {report['failed']}   pending {report['pending']}   "
         f"unknown {report['unknown']} (maybe delivered, not resent)   skipped {report['skipped']}",
         f"  recipients: {report['recipients']['html']} HTML, {report['recipients']['text']} "
         "text-only (text-only mail carries no tracked links)",
         f"  clicks: {clicks['total']} total, {clicks['unique']} unique recipients, "
         f"{clicks['identified']} identified, {clicks['anonymous']} anonymous, {clicks['bot']} bot",
+        "  bot clicks by reason: "
+        + (
+            ", ".join(f"{n} {visible(reason)}" for reason, n in report["bot_reasons"].items())
+            or "none"
+        ),
         f"  opens (consenting recipients only): {report['opens']['total']} total, "
         f"{report['opens']['unique']} unique, {report['opens']['bot']} by machines",
         "",
@@ -81,7 +107,7 @@ def as_table(report: dict) -> str:
     header = ["link", *LINK_COUNTS]
     rows = [
         [
-            link["url"] + (f" [{link['name']}]" if link["name"] else ""),
+            visible(link["url"] + (f" [{link['name']}]" if link["name"] else "")),
             *map(str, (link[k] for k in LINK_COUNTS)),
         ]
         for link in report["links"]
