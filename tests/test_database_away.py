@@ -19,9 +19,11 @@ from tracker.bots import BURST, ScanDetector
 from tracker.clicks import RETRY_AFTER_SECONDS
 from tracker.keys import DETECTOR, RECORDER
 
-HTML = "<html><body>" + "".join(
-    f'<a href="https://example.com/{n}">{n}</a>' for n in (1, 2, 3)
-) + "</body></html>"
+HTML = (
+    "<html><body>"
+    + "".join(f'<a href="https://example.com/{n}">{n}</a>' for n in (1, 2, 3))
+    + "</body></html>"
+)
 
 
 @pytest.fixture

@@ -26,9 +26,7 @@ async def ann(pool, mailbox, add_recipients, make_campaign, deliver, tracker):
     await add_recipients("email,tracking_consent\nann@example.com,yes\nbob@example.com,no\n")
     await make_campaign('<html><body><a href="https://example.com/a">a</a></body></html>')
     await deliver("c")
-    recipient_id = await pool.fetchval(
-        "SELECT id FROM recipients WHERE email = 'ann@example.com'"
-    )
+    recipient_id = await pool.fetchval("SELECT id FROM recipients WHERE email = 'ann@example.com'")
     html = mailbox.for_address("ann@example.com")[0].get_body(("html",)).get_content()
     return recipient_id, html
 
