@@ -69,18 +69,23 @@ def enhanced_code(reply: str) -> str | None:
 class RateLimiter:
     """At most `rate` sends a second overall, spaced evenly (no bursts at each second)."""
 
-    def __init__(self, rate: float):
+    def __init__(self, rate: float, *, clock=time.monotonic):
         self.interval = 1.0 / rate if rate > 0 else 0.0
-        self._next = time.monotonic()
+        self._clock = clock
+        self._next = clock()
+
+    def reserve(self) -> float:
+        """The moment (by the clock) the next send may go: the next free slot, or now."""
+        at = max(self._next, self._clock())
+        self._next = at + self.interval
+        return at
 
     async def wait(self) -> None:
         if not self.interval:
             return
-        now = time.monotonic()
-        at = max(self._next, now)
-        self._next = at + self.interval
-        if at > now:
-            await asyncio.sleep(at - now)
+        delay = self.reserve() - self._clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
 
 class DomainThrottle:

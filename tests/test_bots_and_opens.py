@@ -145,6 +145,18 @@ async def test_machine_opens_are_flagged(pool, tracker, http, messages, agent, r
     assert await pool.fetchval("SELECT bot_reason FROM opens") == reason
 
 
+@pytest.mark.parametrize(
+    "headers", [{"Sec-Purpose": "prefetch"}, {"Purpose": "prefetch"}, {"Sec-Purpose": "Prefetch"}]
+)
+async def test_a_prefetched_pixel_is_no_human_open(pool, tracker, http, messages, headers):
+    """A browser or mail client fetching ahead of time is not a person reading the mail."""
+    (pixel,) = pixels(html_of(messages["yes@example.com"]))
+    assert (await get(http, pixel, **headers))[1] == PIXEL
+    assert tuple(await pool.fetchrow("SELECT kind, bot_reason FROM opens")) == ("bot", "prefetch")
+    async with pool.acquire() as conn:
+        assert (await campaign_report(conn, "c"))["opens"]["total"] == 0
+
+
 async def test_a_bad_pixel_token_still_answers_the_image(pool, settings, tracker, http):
     status, body = await get(http, f"{settings.base_url}/o/nonsense.gif")
     assert (status, body) == (200, PIXEL)

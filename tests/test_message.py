@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import email
+import time
 from email import policy
 from email.message import EmailMessage
+from email.utils import format_datetime
+from types import SimpleNamespace
 
 from mailer import message as message_module
 from mailer.message import build_message, parse_from_address, wire_bytes
@@ -47,11 +50,29 @@ def test_reused_subject_and_from_are_written_as_parsed_alone():
     assert header_block(first).count(b"\r\nSubject: ") == 1
 
 
+def date_of(data: bytes):
+    return email.message_from_bytes(data, policy=policy.default)["Date"]
+
+
 def test_date_is_the_current_second_in_rfc_5322_form():
+    before = int(time.time())
     data = wire_bytes(build("s"))
-    date = email.message_from_bytes(data, policy=policy.default)["Date"]
+    after = time.time()
+    date = date_of(data)
     assert date.datetime.utcoffset().total_seconds() == 0
-    assert freshly_folded("Date", str(date)) in header_block(data)
+    assert before <= date.datetime.timestamp() <= after
+    assert b"\r\nDate: " + format_datetime(date.datetime).encode() + b"\r\n" in data
+
+
+def test_date_moves_on_with_the_clock(monkeypatch):
+    """The Date kept for one second's messages is not the Date of the next second's."""
+    now = [1_800_000_000.25]
+    monkeypatch.setattr(message_module, "time", SimpleNamespace(time=lambda: now[0]))
+    dates = []
+    for step in (0, 0.5, 1, 3600):
+        now[0] = 1_800_000_000.25 + step
+        dates.append(date_of(wire_bytes(build("s"))).datetime.timestamp())
+    assert dates == [1_800_000_000, 1_800_000_000, 1_800_000_001, 1_800_003_600]
 
 
 def test_per_recipient_subjects_keep_memory_bounded(monkeypatch):

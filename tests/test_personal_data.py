@@ -1,4 +1,4 @@
-"""A person's own data from their preference page: download it (GET), erase it (POST).
+"""A person's own data from their preference page: download it and erase it (both POST forms).
 
 Real mail, real clicks and opens over HTTP, real PostgreSQL. Ann and Bob both
 allowed tracking; Ann later withdraws it on her page and clicks again (an

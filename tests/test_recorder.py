@@ -260,3 +260,22 @@ async def test_erasure_gives_way_to_a_long_click_write_and_clicks_keep_flowing(
         assert await erase_recipient(eraser, recipient)  # once the long write is over
     assert await pool.fetchval("SELECT count(*) FROM recipients") == 0
     assert await pool.fetchval("SELECT count(*) FROM clicks WHERE message_id IS NOT NULL") == 0
+
+
+async def test_a_click_queued_after_the_flushers_last_look_is_written_by_stop(
+    pool, tmp_path, message_and_link
+):
+    """SIGTERM path: an event that arrives after the flushers have finished is still written."""
+    recorder = Recorder(pool, Spool(tmp_path / "spool"), flushers=1)
+    await recorder.start()
+    (flusher,) = [t for t in recorder._tasks if t is not recorder._recovery]
+    late: list[asyncio.Task] = []
+    # Runs as soon as the flusher has returned, before stop() takes its next step: the
+    # click lands in the queue when no flusher will ever look at it again.
+    flusher.add_done_callback(
+        lambda _: late.append(asyncio.create_task(recorder.record(click(*message_and_link, "l"))))
+    )
+    await recorder.stop()
+    result = await asyncio.wait_for(late[0], timeout=10)
+    assert result.outcome is Outcome.STORED
+    assert await pool.fetchval("SELECT user_agent FROM clicks") == "l"

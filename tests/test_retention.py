@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 
 from tracker.errors import FairclickError
 from tracker.partitions import ensure_partitions
+from tracker.recorder import Click, Outcome, write_events
 from tracker.retention import apply_retention
 
 # Months before any partition the tracker creates for the real today, which no run may drop.
@@ -96,8 +97,14 @@ async def test_deletes_older_months_by_dropping_their_partitions(history):
         "2025-02": False, "2025-03": False, "2025-04": True, "2025-05": True, "2025-06": True,
     }  # fmt: skip
     assert await history.fetchval("SELECT to_regclass('clicks_2025_01')") is None
-    # The click path still writes to the months that remain.
-    assert await history.fetchval("SELECT to_regclass('clicks_2025_02')") is not None
+    # The click path's own statement still writes into a month that remains.
+    message, link = await history.fetchrow("SELECT (SELECT id FROM outbox), (SELECT id FROM links)")
+    at = datetime(2025, 2, 20, tzinfo=UTC)
+    (result,) = await write_events(history, [Click(message, link, at, "human", None, None, None)])
+    assert result.outcome is Outcome.STORED
+    assert (
+        await history.fetchval("SELECT count(*) FROM clicks_2025_02 WHERE clicked_at = $1", at) == 1
+    )
 
 
 @pytest.mark.parametrize(
