@@ -58,7 +58,10 @@ LINKS = ("who", "sale", "city", "home", "greeting", "p0", "p1", "fixed")
 
 def rendered(email: str) -> dict[str, str]:
     """Where each of the person's links leads (their rendered hrefs)."""
-    homepage = {ANN: "https://annabelle-home.example/me", BOB: "https://bobby-home.example/pages/bz"}
+    homepage = {
+        ANN: "https://annabelle-home.example/me",
+        BOB: "https://bobby-home.example/pages/bz",
+    }
     name = PERSONAL[email][1]
     return {
         "who": f"https://shop.example/?who={quote(email, safe='')}",
@@ -165,9 +168,7 @@ async def test_a_click_leads_where_the_persons_own_message_pointed(mail, http):
     assert rendered(BOB)["who"] in texts[BOB] and "/c/" not in texts[BOB]
 
 
-async def test_the_report_counts_a_templated_link_once_as_the_template_wrote_it(
-    mail, http, pool
-):
+async def test_the_report_counts_a_templated_link_once_as_the_template_wrote_it(mail, http, pool):
     links, _ = mail
     for email in (ANN, BOB):
         for link in ("who", "city", "home", "greeting", "p0", "p1"):
@@ -190,9 +191,10 @@ async def test_the_report_counts_a_templated_link_once_as_the_template_wrote_it(
     for key in [(WHO, ""), ("https://shop.example/city", CITY), (HOME, ""), (GREETING, "")]:
         assert counts[key] == (2, 1, 1), key
     assert counts[(LOOPED, "")] == (4, 2, 2)
-    assert rows[(WHO, "")]["per_recipient"] and not rows[("https://shop.example/fixed", "")][
-        "per_recipient"
-    ]
+    assert (
+        rows[(WHO, "")]["per_recipient"]
+        and not rows[("https://shop.example/fixed", "")]["per_recipient"]
+    )
     printed = await report_forms(pool)
     for shape, text in printed.items():
         for value in (*PERSONAL[ANN], *PERSONAL[BOB]):
@@ -204,7 +206,7 @@ async def test_the_report_counts_a_templated_link_once_as_the_template_wrote_it(
 async def test_erasure_leaves_no_trace_in_any_column_and_old_links_still_lead_somewhere(
     mail, http, pool, settings, db_url, tmp_path
 ):
-    links, texts = mail
+    links, _ = mail
     for email in (ANN, BOB):
         for link in LINKS:
             assert (await follow(http, links[email][link]))[0] == 302
@@ -266,7 +268,9 @@ async def test_the_download_holds_the_links_made_for_the_person(mail, http, pool
     ) as resp:
         assert resp.status == 200
         data = json.loads(await resp.read())
-    made = {(link["as_written_in_the_template"], link["url"]) for link in data["links_made_for_you"]}
+    made = {
+        (made["as_written_in_the_template"], made["url"]) for made in data["links_made_for_you"]
+    }
     mine = rendered(ANN)
     assert made == {
         (WHO, mine["who"]),
