@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import subprocess
 import sys
 from urllib.parse import quote, quote_plus
@@ -301,3 +302,20 @@ async def test_preview_of_templated_links_stores_nothing(
         assert html_part.count(f'href="{settings.base_url}/c/') == len(LINKS) + 1  # + honeypot
         await deliver("spring")
     assert await pool.fetchval("SELECT count(*) FROM message_links") > 0
+
+
+async def test_a_text_part_made_from_the_html_follows_the_same_rule(
+    pool, mailbox, add_recipients, make_campaign, deliver, tracker, http
+):
+    """Without a text template the text part is generated from the HTML: its tracked links
+    are the HTML's, so they lead to the person's own URLs and are counted on the same rows."""
+    await add_recipients(PEOPLE)
+    await make_campaign(HTML, name="spring")
+    await deliver("spring")
+    (message,) = mailbox.for_address(ANN)
+    text = message.get_body(("plain",)).get_content()
+    assert "ann.quux" not in text and "annabelle-home" not in text
+    clicks = re.findall(r"http://127\.0\.0\.1:\d+/c/[\w.-]+", text)
+    targets = [(await follow(http, link)) for link in clicks]
+    assert targets == [(302, url) for url in rendered(ANN).values()]
+    assert await pool.fetchval("SELECT count(*) FROM links WHERE url ~ 'ann|annabelle'") == 0
