@@ -138,20 +138,28 @@ FROM outbox WHERE campaign_id = $1
 
 -- name: report_links
 -- One row per link of the template: the links rows of a link that is the message's (one per
--- occurrence in a message) count together, under what the template wrote. Human counts
--- exclude bots; unique = distinct recipients among identified clicks.
-SELECT min(l.id) AS id, l.url, l.name, l.purpose, l.per_message,
-       count(c.id) FILTER (WHERE c.kind = 'human') AS total,
-       count(DISTINCT m.recipient_id) FILTER (WHERE c.kind = 'human') AS "unique",
-       count(c.id) FILTER (WHERE c.kind = 'human' AND c.message_id IS NOT NULL) AS identified,
-       count(c.id) FILTER (WHERE c.kind = 'human' AND c.message_id IS NULL) AS anonymous,
-       count(c.id) FILTER (WHERE c.kind = 'bot') AS bot
-FROM links l
-LEFT JOIN clicks c ON c.link_id = l.id
-LEFT JOIN outbox m ON m.id = c.message_id
-WHERE l.campaign_id = $1
-GROUP BY l.url, l.name, l.purpose, l.per_message
-ORDER BY min(l.id)
+-- occurrence in a message) count together, under what the template wrote. Clicks are grouped
+-- by a bigint (the group's first link id), as cheap as grouping by link. Human counts exclude
+-- bots; unique = distinct recipients among identified clicks.
+WITH link_groups AS (
+    SELECT id, min(id) OVER (PARTITION BY url, name, purpose, per_message) AS group_id
+    FROM links WHERE campaign_id = $1
+), counts AS (
+    SELECT g.group_id,
+           count(c.id) FILTER (WHERE c.kind = 'human') AS total,
+           count(DISTINCT m.recipient_id) FILTER (WHERE c.kind = 'human') AS "unique",
+           count(c.id) FILTER (WHERE c.kind = 'human' AND c.message_id IS NOT NULL) AS identified,
+           count(c.id) FILTER (WHERE c.kind = 'human' AND c.message_id IS NULL) AS anonymous,
+           count(c.id) FILTER (WHERE c.kind = 'bot') AS bot
+    FROM link_groups g
+    LEFT JOIN clicks c ON c.link_id = g.id
+    LEFT JOIN outbox m ON m.id = c.message_id
+    GROUP BY g.group_id
+)
+SELECT l.id, l.url, l.name, l.purpose, l.per_message,
+       k.total, k."unique", k.identified, k.anonymous, k.bot
+FROM counts k JOIN links l ON l.id = k.group_id
+ORDER BY l.id
 
 -- name: report_opens
 SELECT count(*) FILTER (WHERE o.kind = 'human') AS total,
