@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.headerregistry import Address
 from email.message import EmailMessage
 from functools import cached_property
@@ -175,6 +175,11 @@ class Composer:
         template's link it renders from; a URL that is the message's goes into personal."""
         key = matcher.key(url, name)
         link_id = await self.links.id_of(conn, key)
+        while key.per_message and link_id and personal.get(link_id, url) != url:
+            # The other part of this message rendered this written link to another URL (the
+            # text template's loop is not the HTML's): the token must tell them apart.
+            key = replace(key, occurrence=key.occurrence + 1)
+            link_id = await self.links.id_of(conn, key)
         if key.per_message:
             personal[link_id] = url
         return link_id

@@ -319,3 +319,32 @@ async def test_a_text_part_made_from_the_html_follows_the_same_rule(
     targets = [(await follow(http, link)) for link in clicks]
     assert targets == [(302, url) for url in rendered(ANN).values()]
     assert await pool.fetchval("SELECT count(*) FROM links WHERE url ~ 'ann|annabelle'") == 0
+
+
+async def test_text_and_html_parts_rendering_one_written_link_differently_keep_apart(
+    pool, mailbox, add_recipients, make_campaign, deliver, tracker, http
+):
+    """The same written link in both templates, looped over other values in each: every
+    tracked link still leads to what its own part showed."""
+    looped = '<a href="https://s.example/p/{{ n }}?w={{ recipient.email|urlencode }}">p</a>'
+    await add_recipients(PEOPLE)
+    await make_campaign(
+        "{% for n in range(2) %}" + looped + "{% endfor %}",
+        name="spring",
+        text="{% for n in [7] %}https://s.example/p/{{ n }}?w={{ recipient.email|urlencode }}\n"
+        "{% endfor %}",
+    )
+    await deliver("spring")
+    (message,) = mailbox.for_address(ANN)
+    who = quote(ANN, safe="")
+    html_links = tracked_links(message.get_body(("html",)).get_content())
+    text_links = re.findall(
+        r"http://127\.0\.0\.1:\d+/c/[\w.-]+", message.get_body(("plain",)).get_content()
+    )
+    assert [(await follow(http, link)) for link in html_links + text_links] == [
+        (302, f"https://s.example/p/{n}?w={who}") for n in (0, 1, 7)
+    ]
+    async with pool.acquire() as conn:
+        (row,) = (await campaign_report(conn, "spring"))["links"]
+    assert row["url"] == "https://s.example/p/{{ n }}?w={{ recipient.email|urlencode }}"
+    assert row["total"] == 3
