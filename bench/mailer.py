@@ -331,7 +331,7 @@ def _short_path(path: str) -> str:
 COMPOSE_PARTS = [
     ("mailer/templates.py", "render", "Jinja render (subject + HTML)"),
     ("mailer/rewrite.py", "find_links", "find_links"),
-    ("mailer/compose.py", "_tracked_url", "tracked URLs (link ids + click tokens)"),
+    ("mailer/compose.py", "_tracked_urls", "tracked URLs (link ids + click tokens)"),
     ("tracker/tokens.py", "encode", "TokenCodec.encode (every token: links, pixel, preferences)"),
     ("mailer/rewrite.py", "rewrite_links", "rewrite_links"),
     ("mailer/text_part.py", "text", "TextPart.text (text part; html2text where it falls back)"),

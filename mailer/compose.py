@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.headerregistry import Address
 from email.message import EmailMessage
 from functools import cached_property
@@ -16,6 +16,7 @@ import asyncpg
 from mailer.message import build_message, parse_from_address
 from mailer.queries import SQL
 from mailer.rewrite import LinkSpot, rewrite_links
+from mailer.template_links import LinkKey, LinkMatcher, TemplateLinks
 from mailer.templates import CampaignTemplates
 from mailer.text_links import find_text_links, replace_text_links
 from mailer.text_part import Message
@@ -80,32 +81,54 @@ def template_context(recipient: Recipient, campaign_name: str, preferences_url: 
 
 
 class LinkRegistry:
-    """The campaign's links (url, name) → id, created in the database on first use.
+    """The campaign's links (mailer/template_links.py's LinkKey) → id, created in the database on
+    first use.
 
-    Redirect targets come only from this table, so every URL we rewrite is stored first.
+    Redirect targets come only from this table (and, for a link that is the message's, from
+    message_links), so every URL we rewrite is stored first.
     """
 
     def __init__(self, campaign_id: int, *, create: bool = True):
         self.campaign_id = campaign_id
         self.create = create
-        self._ids: dict[tuple[str, str], int] = {}
+        self._ids: dict[LinkKey, int] = {}
+        # The links that are the same for everyone, by (url, name): most links of most messages.
+        self._fixed: dict[tuple[str, str], int] = {}
 
     async def load(self, conn: Queries) -> None:
         for row in await conn.fetch(SQL.link_ids, self.campaign_id):
-            self._ids[(row["url"], row["name"])] = row["id"]
+            key = LinkKey(row["url"], row["name"], row["per_message"], row["occurrence"])
+            self._remember(key, row["id"])
+
+    def _remember(self, key: LinkKey, link_id: int) -> None:
+        self._ids[key] = link_id
+        if not key.per_message:
+            self._fixed[(key.url, key.name)] = link_id
 
     def known(self, url: str, name: str) -> int | None:
-        """The link's id if it is stored already (no await: most links of most messages)."""
-        return self._ids.get((url, name))
+        """The id of a stored link the same for everyone (no await: most links of most messages).
+
+        A rendered URL found here is not the message's: it is one the campaign's row holds.
+        """
+        return self._fixed.get((url, name))
 
     async def id_for(self, conn: Queries, url: str, name: str, *, purpose: str = "content") -> int:
-        key = (url, name)
+        return await self.id_of(conn, LinkKey(url, name), purpose=purpose)
+
+    async def id_of(self, conn: Queries, key: LinkKey, *, purpose: str = "content") -> int:
         if key not in self._ids:
             if not self.create:
                 return 0  # preview: a placeholder that no redirect will accept
-            self._ids[key] = await conn.fetchval(
-                SQL.upsert_link, self.campaign_id, url, name, purpose
+            link_id = await conn.fetchval(
+                SQL.upsert_link,
+                self.campaign_id,
+                key.url,
+                key.name,
+                purpose,
+                key.per_message,
+                key.occurrence,
             )
+            self._remember(key, link_id)
         return self._ids[key]
 
 
@@ -132,32 +155,78 @@ class Composer:
     def _preferences_prefix(self) -> str:
         return f"{self.base_url}/p/"
 
-    async def _tracked_url(self, conn: Queries, message_id: int, url: str, name: str) -> str:
-        link_id = await self.links.id_for(conn, url, name)
-        return f"{self.base_url}/c/{self.tokens.click.encode(message_id, link_id)}"
+    @cached_property
+    def _html_links(self) -> TemplateLinks:
+        return TemplateLinks.of_html(self.campaign["html_template"])
+
+    @cached_property
+    def _text_links(self) -> TemplateLinks:
+        return TemplateLinks.of_text(self.campaign["text_template"])
+
+    async def _link_id(
+        self,
+        conn: Queries,
+        matcher: LinkMatcher,
+        url: str,
+        name: str,
+        personal: dict[int, str],
+    ) -> int:
+        """The links row of a rendered link the registry does not know by its URL: the
+        template's link it renders from; a URL that is the message's goes into personal."""
+        key = matcher.key(url, name)
+        link_id = await self.links.id_of(conn, key)
+        while key.per_message and link_id and personal.get(link_id, url) != url:
+            # The other part of this message rendered this written link to another URL (the
+            # text template's loop is not the HTML's): the token must tell them apart.
+            key = replace(key, occurrence=key.occurrence + 1)
+            link_id = await self.links.id_of(conn, key)
+        if key.per_message:
+            personal[link_id] = url
+        return link_id
 
     async def _tracked_urls(
-        self, conn: Queries, spots: list[LinkSpot], message_id: int
+        self,
+        conn: Queries,
+        spots: list[LinkSpot],
+        message_id: int,
+        personal: dict[int, str] | None = None,
     ) -> dict[int, str]:
-        """spot.start -> tracked URL; the registry is awaited only for links it does not know."""
+        """spot.start -> tracked URL; the template's links are consulted only for links the
+        registry does not know by URL (those of the template's links that differ per recipient,
+        or not stored yet). The message's own URLs (link id -> URL) are added to personal."""
         known = self.links.known
         encode = self.tokens.click.encode
         prefix = f"{self.base_url}/c/"
+        personal = {} if personal is None else personal
+        matcher = None
         tracked = {}
         for spot in spots:
             link_id = known(spot.url, spot.name or "")
             if link_id is None:
-                link_id = await self.links.id_for(conn, spot.url, spot.name or "")
+                matcher = matcher or self._html_links.matcher()
+                link_id = await self._link_id(conn, matcher, spot.url, spot.name or "", personal)
             tracked[spot.start] = prefix + encode(message_id, link_id)
         return tracked
 
-    async def _track_text(self, conn: Queries, text: str, message_id: int) -> str:
+    async def _track_text(
+        self, conn: Queries, text: str, message_id: int, personal: dict[int, str]
+    ) -> str:
         links = [
             link
             for link in find_text_links(text)
             if not link[2].startswith(self._preferences_prefix)
         ]
-        tracked = {url: await self._tracked_url(conn, message_id, url, "") for _, _, url in links}
+        matcher = self._text_links.matcher()
+        # A URL the HTML part made for this message is the same link in the text part.
+        made_for_message = {url: link_id for link_id, url in personal.items()}
+        tracked = {}
+        for _, _, url in links:
+            if url in tracked:
+                continue
+            link_id = self.links.known(url, "") or made_for_message.get(url)
+            if link_id is None:
+                link_id = await self._link_id(conn, matcher, url, "", personal)
+            tracked[url] = f"{self.base_url}/c/{self.tokens.click.encode(message_id, link_id)}"
         return replace_text_links(text, links, tracked.get)
 
     async def _add_machine_markers(
@@ -190,9 +259,10 @@ class Composer:
         # A text-only recipient gets the text with its original links: nothing trackable.
         # (The preference link in it is signed for them, but visiting it records nothing.)
         text = rendered.text
+        personal: dict[int, str] = {}  # link id -> the URL rendered for this message alone
         if recipient.format == "html":
             spots = self.templates.find_links(rendered, (self._preferences_prefix,))
-            tracked = await self._tracked_urls(conn, spots, message_id)
+            tracked = await self._tracked_urls(conn, spots, message_id, personal)
             html = rewrite_links(rendered.html, spots, lambda spot: tracked[spot.start])
             if recipient.tracking_consent:
                 # Who agreed to tracking has the text part's links tracked as well.
@@ -204,9 +274,14 @@ class Composer:
                         skip_prefixes=(self._preferences_prefix,),
                     )
                     if text is None
-                    else await self._track_text(conn, text, message_id)
+                    else await self._track_text(conn, text, message_id, personal)
                 )
             html = await self._add_machine_markers(conn, html, recipient, message_id)
+            if personal and self.links.create:
+                # Before the message leaves: a click on it must find where it goes.
+                await conn.execute(
+                    SQL.save_message_links, message_id, list(personal), list(personal.values())
+                )
         if text is None:
             text = self.templates.text_part.text(Message(rendered.html, rendered.layout))
         return build_message(

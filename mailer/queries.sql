@@ -101,12 +101,20 @@ WHERE campaign_id = $1 AND status IN ('queued', 'deferred')
 UPDATE outbox SET status = 'skipped', smtp_reply = $2, lease_until = NULL WHERE id = $1
 
 -- name: link_ids
-SELECT url, name, id FROM links WHERE campaign_id = $1
+SELECT url, name, per_message, occurrence, id FROM links WHERE campaign_id = $1
 
 -- name: upsert_link
-INSERT INTO links (campaign_id, url, name, purpose) VALUES ($1, $2, $3, $4)
-ON CONFLICT (campaign_id, url, name) DO UPDATE SET name = EXCLUDED.name
+INSERT INTO links (campaign_id, url, name, purpose, per_message, occurrence)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (campaign_id, url, name, per_message, occurrence) DO UPDATE SET name = EXCLUDED.name
 RETURNING id
+
+-- name: save_message_links
+-- The URLs one message's links render to for its recipient alone (tracker/consent.py erases
+-- them with the person). Composed again after a deferral: the latest rendering is what was sent.
+INSERT INTO message_links (message_id, link_id, url)
+SELECT $1, link_id, url FROM unnest($2::bigint[], $3::text[]) AS m(link_id, url)
+ON CONFLICT (message_id, link_id) DO UPDATE SET url = EXCLUDED.url
 
 -- name: release_claims
 -- Give back rows this sender claimed but never tried (it is stopping on an error).
@@ -118,7 +126,7 @@ WHERE id = ANY($1::bigint[]) AND status = 'sending'
 SELECT m.id AS message_id, l.id AS link_id, l.url, m.recipient_id, r.email
 FROM outbox m
 JOIN recipients r ON r.id = m.recipient_id
-JOIN links l ON l.campaign_id = m.campaign_id
+JOIN links l ON l.campaign_id = m.campaign_id AND NOT l.per_message
 WHERE m.campaign_id = $1 AND m.status = 'sent' AND m.format = 'html'
 ORDER BY r.tracking_consent DESC, m.id, l.id
 LIMIT 1

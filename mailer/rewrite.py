@@ -260,6 +260,16 @@ def map_document(html: str) -> ScanMap:
     return scan.map
 
 
+def written_links(html: str) -> list[tuple[str, str]]:
+    """(href, data-fairclick-name) of every link tag with an href that is not switched off,
+    decoded and stripped, whatever the href holds: a template's links as written, Jinja and all."""
+    return [
+        (_attr_value(html, href), _attr_value(html, name))
+        for href, off, name in map_document(html).link_tags
+        if _attr_value(html, off).lower() != "off"
+    ]
+
+
 def link_spot_at(html: str, tag: LinkTag, skip_prefixes: tuple[str, ...]) -> LinkSpot | None:
     """The spot of a link tag (its spans in html) if it tracks, as find_links would give it."""
     (start, end), off, name = tag

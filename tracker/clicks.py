@@ -51,6 +51,12 @@ async def follow_link(request: web.Request) -> web.Response:
         return unavailable(request)
     if target is None:
         return not_found(request)
+    location = target.location
+    if target.per_message:
+        try:
+            location = await app[TARGETS].message_location(message_id, link_id, target)
+        except TargetsUnavailable:
+            return unavailable(request)
 
     user_agent = request.headers.get("User-Agent")
     verdict = app[DETECTOR].judge(message_id, link_id, honeypot=target.honeypot)
@@ -73,7 +79,11 @@ async def follow_link(request: web.Request) -> web.Response:
         await _mark_bots(app, verdict.earlier, verdict.earlier_reason)
     metrics.click_counter(click.kind, result.outcome.value).inc()
     metrics.REDIRECT_SECONDS.observe(time.perf_counter() - started)
-    return web.Response(status=302, headers={"Location": target.location, **REDIRECT_HEADERS})
+    if location is None:
+        # A link made for one person, whose data is erased, and whose template wrote no site
+        # to fall back on: counted (anonymously), but it leads nowhere.
+        return render_page(app[PAGES], "link_erased.html", status=410)
+    return web.Response(status=302, headers={"Location": location, **REDIRECT_HEADERS})
 
 
 async def _mark_bots(app: web.Application, earlier: list, reason: str) -> None:

@@ -1,9 +1,9 @@
 """Everything held about one recipient, as the file they download from their preference page.
 
 What is in it is what `tracker.consent.erase_recipient` removes or unlinks: the
-recipient row, the consent events, the messages, the identified clicks and opens,
-and the suppression entry. Anonymous clicks and opens name no message, hence no
-person, and are not in it.
+recipient row, the consent events, the messages and the links in them made for the
+person alone, the identified clicks and opens, and the suppression entry. Anonymous
+clicks and opens name no message, hence no person, and are not in it.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ async def personal_data(conn: asyncpg.Connection, recipient_id: int) -> dict | N
             return None
         events = await conn.fetch(SQL.consent_events_of, recipient_id)
         messages = await conn.fetch(SQL.personal_messages, recipient_id)
+        links = await conn.fetch(SQL.personal_message_links, recipient_id)
         clicks = await conn.fetch(SQL.personal_clicks, recipient_id)
         opens = await conn.fetch(SQL.personal_opens, recipient_id)
         suppression = await conn.fetchrow(SQL.personal_suppression, recipient_id)
@@ -95,6 +96,16 @@ async def personal_data(conn: asyncpg.Connection, recipient_id: int) -> dict | N
                 "message_id": m["message_id"],
             }
             for m in messages
+        ],
+        # Links whose address the template made from your data ("…?who=your address").
+        "links_made_for_you": [
+            {
+                "campaign": link["campaign"],
+                "url": link["url"],
+                "as_written_in_the_template": link["written"],
+                "link_name": link["link_name"],
+            }
+            for link in links
         ],
         "clicks": [_event(c, "clicked_at", url=c["url"], link_name=c["link_name"]) for c in clicks],
         "opens": [_event(o, "opened_at") for o in opens],

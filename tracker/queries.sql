@@ -58,6 +58,11 @@ WHERE message_id IN (SELECT id FROM outbox WHERE recipient_id = $1)
 UPDATE opens SET message_id = NULL, ip = NULL, user_agent = NULL
 WHERE message_id IN (SELECT id FROM outbox WHERE recipient_id = $1)
 
+-- name: forget_message_links_of
+-- The URLs rendered for the person alone ("?who=their address"): gone with them. The
+-- links rows (what the template wrote) stay for the counts.
+DELETE FROM message_links WHERE message_id IN (SELECT id FROM outbox WHERE recipient_id = $1)
+
 -- name: forget_messages_of
 -- The server's reply may quote the address; the row itself stays for the counts.
 UPDATE outbox SET smtp_reply = NULL, recipient_id = NULL WHERE recipient_id = $1
@@ -85,14 +90,25 @@ ORDER BY o.id
 
 -- name: personal_clicks
 -- Identified clicks only: an anonymous click names no message, so no person.
-SELECT k.clicked_at, c.name AS campaign, l.url, l.name AS link_name, k.kind, k.bot_reason,
-       host(k.ip) AS ip, k.user_agent
+SELECT k.clicked_at, c.name AS campaign, coalesce(ml.url, l.url) AS url, l.name AS link_name,
+       k.kind, k.bot_reason, host(k.ip) AS ip, k.user_agent
 FROM outbox o
 JOIN clicks k ON k.message_id = o.id
 JOIN links l ON l.id = k.link_id
+LEFT JOIN message_links ml ON ml.message_id = o.id AND ml.link_id = l.id
 JOIN campaigns c ON c.id = o.campaign_id
 WHERE o.recipient_id = $1
 ORDER BY k.clicked_at, k.id
+
+-- name: personal_message_links
+-- The links of the person's messages that were made for them alone.
+SELECT c.name AS campaign, l.url AS written, l.name AS link_name, ml.url
+FROM outbox o
+JOIN message_links ml ON ml.message_id = o.id
+JOIN links l ON l.id = ml.link_id
+JOIN campaigns c ON c.id = o.campaign_id
+WHERE o.recipient_id = $1
+ORDER BY o.id, l.id
 
 -- name: personal_opens
 SELECT p.opened_at, c.name AS campaign, p.kind, p.bot_reason, host(p.ip) AS ip, p.user_agent
@@ -121,19 +137,28 @@ SELECT count(*) FILTER (WHERE status = 'sent') AS sent,
 FROM outbox WHERE campaign_id = $1
 
 -- name: report_links
--- One row per link; human counts exclude bots; unique = distinct recipients
--- among identified clicks.
-SELECT l.id, l.url, l.name, l.purpose,
-       count(c.id) FILTER (WHERE c.kind = 'human') AS total,
-       count(DISTINCT m.recipient_id) FILTER (WHERE c.kind = 'human') AS "unique",
-       count(c.id) FILTER (WHERE c.kind = 'human' AND c.message_id IS NOT NULL) AS identified,
-       count(c.id) FILTER (WHERE c.kind = 'human' AND c.message_id IS NULL) AS anonymous,
-       count(c.id) FILTER (WHERE c.kind = 'bot') AS bot
-FROM links l
-LEFT JOIN clicks c ON c.link_id = l.id
-LEFT JOIN outbox m ON m.id = c.message_id
-WHERE l.campaign_id = $1
-GROUP BY l.id
+-- One row per link of the template: the links rows of a link that is the message's (one per
+-- occurrence in a message) count together, under what the template wrote. Clicks are grouped
+-- by a bigint (the group's first link id), as cheap as grouping by link. Human counts exclude
+-- bots; unique = distinct recipients among identified clicks.
+WITH link_groups AS (
+    SELECT id, min(id) OVER (PARTITION BY url, name, purpose, per_message) AS group_id
+    FROM links WHERE campaign_id = $1
+), counts AS (
+    SELECT g.group_id,
+           count(c.id) FILTER (WHERE c.kind = 'human') AS total,
+           count(DISTINCT m.recipient_id) FILTER (WHERE c.kind = 'human') AS "unique",
+           count(c.id) FILTER (WHERE c.kind = 'human' AND c.message_id IS NOT NULL) AS identified,
+           count(c.id) FILTER (WHERE c.kind = 'human' AND c.message_id IS NULL) AS anonymous,
+           count(c.id) FILTER (WHERE c.kind = 'bot') AS bot
+    FROM link_groups g
+    LEFT JOIN clicks c ON c.link_id = g.id
+    LEFT JOIN outbox m ON m.id = c.message_id
+    GROUP BY g.group_id
+)
+SELECT l.id, l.url, l.name, l.purpose, l.per_message,
+       k.total, k."unique", k.identified, k.anonymous, k.bot
+FROM counts k JOIN links l ON l.id = k.group_id
 ORDER BY l.id
 
 -- name: report_bot_reasons
@@ -234,7 +259,11 @@ WHERE (id, clicked_at) IN (SELECT * FROM unnest($1::bigint[], $2::timestamptz[])
   AND kind = 'human'
 
 -- name: link_target
-SELECT url, campaign_id, purpose = 'honeypot' AS honeypot FROM links WHERE id = $1
+SELECT url, campaign_id, purpose = 'honeypot' AS honeypot, per_message FROM links WHERE id = $1
+
+-- name: message_link_url
+-- Where a link that is the message's leads for that message (primary key lookup).
+SELECT url FROM message_links WHERE message_id = $1 AND link_id = $2
 
 -- name: claim_spool_file
 INSERT INTO spool_replays (name, rows) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING name

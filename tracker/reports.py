@@ -48,8 +48,14 @@ async def campaign_report(conn: asyncpg.Connection, name: str) -> dict:
         # so they say little about a campaign as a whole; machine opens are counted apart.
         "opens": dict(opens),
         # The hidden honeypot link is no link of the campaign's: its hits count as bots only.
+        # A link whose URL differs per recipient shows as the template wrote it (per_recipient).
         "links": [
-            {"url": r["url"], "name": r["name"], **{k: r[k] for k in LINK_COUNTS}}
+            {
+                "url": r["url"],
+                "name": r["name"],
+                "per_recipient": r["per_message"],
+                **{k: r[k] for k in LINK_COUNTS},
+            }
             for r in links
             if r["purpose"] == "content"
         ],

@@ -1,7 +1,13 @@
-"""Link targets, cached in the process: a link's URL never changes once stored."""
+"""Link targets, cached in the process: a link's URL never changes once stored.
+
+A link that is the message's (its href reads the recipient: mailer/template_links.py) leads
+where its message's rendering went (message_links), read per click, never cached: erasure
+deletes that URL, and the next click must no longer find it.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -21,6 +27,21 @@ class TargetsUnavailable(Exception):
 # Characters kept as they are in a Location header; everything else (spaces,
 # non-ASCII, CR/LF) is percent-encoded, so a stored URL can never split the header.
 _LOCATION_SAFE = "!#$%&'()*+,-./:;=?@[]_~"
+# The literal origin of a URL as a template wrote it: scheme and host, written out before
+# any Jinja ("https://shop.example/?who={{ … }}" has one, "https://{{ … }}/" none).
+_WRITTEN_ORIGIN = re.compile(r"(https?)://([^/?#{}\s]+)[/?#]", re.IGNORECASE)
+
+
+def location_of(url: str) -> str:
+    """url as it goes into a Location header."""
+    return quote(url, safe=_LOCATION_SAFE)
+
+
+def erased_location(written: str) -> str | None:
+    """Where a link that was the message's leads once its rendering is erased: the origin the
+    template wrote (a page of the campaign's site, naming nobody), or None (nowhere)."""
+    match = _WRITTEN_ORIGIN.match(written)
+    return location_of(f"{match[1]}://{match[2]}/") if match else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +49,10 @@ class Target:
     url: str
     campaign_id: int
     honeypot: bool
-    location: str  # the url as it goes into the Location header, encoded once
+    # The url as it goes into the Location header, encoded once; for a per-message link, where
+    # it leads when its message's URL is gone (erased_location).
+    location: str | None
+    per_message: bool = False
 
 
 class TargetCache:
@@ -51,8 +75,18 @@ class TargetCache:
             return None  # not cached: a link id can be created later by a send
         if len(self._targets) >= MAX_CACHED:
             self._targets.clear()
-        target = Target(
-            row["url"], row["campaign_id"], row["honeypot"], quote(row["url"], safe=_LOCATION_SAFE)
-        )
+        per_message = row["per_message"]
+        location = erased_location(row["url"]) if per_message else location_of(row["url"])
+        target = Target(row["url"], row["campaign_id"], row["honeypot"], location, per_message)
         self._targets[link_id] = target
         return target
+
+    async def message_location(self, message_id: int, link_id: int, target: Target) -> str | None:
+        """Where a per-message link leads for this message: its rendered URL (one indexed
+        read), or, once erased (or for a message that never had it), target.location."""
+        try:
+            async with self.pool.acquire(timeout=2) as conn:
+                url = await conn.fetchval(SQL.message_link_url, message_id, link_id, timeout=2)
+        except UNREACHABLE as exc:
+            raise TargetsUnavailable from exc
+        return location_of(url) if url is not None else target.location
