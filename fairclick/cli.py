@@ -93,7 +93,15 @@ async def cmd_recipients_import(args, settings: Settings) -> int:
             f"{len(result.unchanged)} already on the list and left unchanged "
             "(their own choices outrank the file)"
         )
+    if result.suppressed:
+        print(SUPPRESSED_SKIPPED.format(result.suppressed))
     return 0
+
+
+SUPPRESSED_SKIPPED = (
+    "{} suppressed address(es) skipped: they were erased, bounced or complained; "
+    "see `fairclick suppression remove`"
+)
 
 
 async def cmd_campaign_create(args, settings: Settings) -> int:
@@ -228,6 +236,33 @@ async def cmd_retention(args, settings: Settings) -> int:
     return 0
 
 
+async def cmd_suppression(args, settings: Settings) -> int:
+    """check, add or remove one address; exit 1 when check or remove finds none."""
+    from tracker import suppressions
+
+    action, email = args.suppression_command, suppressions.check_address(args.email)
+    async with connected(settings) as pool, pool.acquire() as conn:
+        if action == "add":
+            entry = await suppressions.suppress(conn, email, args.reason)
+        else:
+            lookup = suppressions.lift if action == "remove" else suppressions.suppression_of
+            entry = await lookup(conn, email)
+    if entry is None and action == "add":
+        print(f"suppressed {email} ({args.reason}): no campaign will mail it")
+    elif entry is None:
+        print(f"{email} is not suppressed" + ("; nothing changed" if action == "remove" else ""))
+        return 1
+    elif action == "remove":
+        print(
+            f"lifted the suppression of {email} ({entry.reason} on {entry.since:%Y-%m-%d}): "
+            "it can be imported and mailed again"
+        )
+    else:
+        changed = "; nothing changed" if action == "add" else ""
+        print(f"{email} is suppressed ({entry.reason} on {entry.since:%Y-%m-%d}){changed}")
+    return 0
+
+
 def cmd_quickstart(args, settings: Settings) -> int:
     from fairclick.quickstart import quickstart
 
@@ -301,6 +336,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("erase", help="remove a person's data, keeping anonymous counts")
     p.add_argument("email")
     p.set_defaults(run=cmd_erase)
+
+    suppression = sub.add_parser(
+        "suppression", help="addresses never mailed again (kept as keyed hashes)"
+    ).add_subparsers(dest="suppression_command", required=True, metavar="ACTION")
+    for action, text in (
+        ("check", "is the address suppressed? (exit 1 if not)"),
+        ("add", "suppress an address (a complaint, or an operator's decision)"),
+        ("remove", "lift a suppression, only after the person opted in again"),
+    ):
+        p = suppression.add_parser(action, help=text)
+        p.add_argument("email")
+        if action == "add":
+            p.add_argument("--reason", choices=("complained", "operator"), default="operator")
+        p.set_defaults(run=cmd_suppression)
 
     p = sub.add_parser(
         "retention", help="de-identify old clicks and opens, and optionally delete older ones"

@@ -12,6 +12,7 @@ import asyncpg
 
 from tracker.errors import FairclickError, ImportRowsError
 from tracker.queries import SQL
+from tracker.suppressions import suppressed_positions
 
 # Deliberately plain: one @, no spaces, a dot in the domain. Full RFC 5322 syntax
 # allows addresses no mail system delivers to; a typo is far more likely.
@@ -36,6 +37,8 @@ class RecipientRow:
 class ImportResult:
     imported: int
     unchanged: list[str]
+    # Rows skipped because the address is on the suppression list (erased, bounced, complained).
+    suppressed: int = 0
 
 
 Problems = list[tuple[int, str]]
@@ -129,12 +132,17 @@ async def import_recipients(conn: asyncpg.Connection, path: Path) -> ImportResul
     """Import every row of the file in one transaction, or none if any row is invalid.
 
     People already on the list are left as they are: their own choices on the
-    preference page outrank whatever a later import file says.
+    preference page outrank whatever a later import file says. Suppressed addresses
+    (tracker.suppressions) are skipped and counted: an old list never brings back
+    someone who was erased, bounced or complained.
     """
     rows = validate(path, *read_rows(path))
     imported, unchanged = 0, []
     async with conn.transaction():
-        for row in rows:
+        suppressed = await suppressed_positions(conn, [row.email for row in rows])
+        for position, row in enumerate(rows):
+            if position in suppressed:
+                continue
             recipient_id = await conn.fetchval(
                 SQL.insert_recipient,
                 row.email,
@@ -156,4 +164,4 @@ async def import_recipients(conn: asyncpg.Connection, path: Path) -> ImportResul
                 "granted" if row.tracking_consent else "not granted",
                 source,
             )
-    return ImportResult(imported=imported, unchanged=unchanged)
+    return ImportResult(imported=imported, unchanged=unchanged, suppressed=len(suppressed))
