@@ -240,6 +240,7 @@ async def test_preference_page_links_to_download_and_erase(people, settings, htt
     assert "<a" not in html.split("<h2>Your data</h2>", 1)[1]  # no link a crawler could follow
     assert f'<form method="post" action="{path}/erase">' in html
     assert 'name="confirm" value="yes" required' in html
+    assert "we keep one thing: a keyed hash of your address" in html  # and why
 
 
 @pytest.mark.parametrize("kind", BAD_TOKEN_KINDS)
@@ -358,6 +359,7 @@ async def test_erase_removes_the_person_and_keeps_anonymous_counts(people, setti
         assert resp.headers["Cache-Control"] == "no-store"
         html = await resp.text()
     assert "Your data is erased; clicks remain only as anonymous counts." in html
+    assert "We kept only a keyed hash of your address" in html
     assert "ann@example.com" not in html
 
     assert await traces(pool, ann, "ann@example.com", anns_messages) == NOTHING

@@ -309,6 +309,7 @@ async def test_suppression_commands(fairclick, write_file, pool):  # noqa: F811 
         ("ann@", "not an email address: 'ann@'"),
         ("ann\r\n@example.com", "control characters in the address 'ann\\r\\n@example.com'"),
         ("ann@例え.jp", "write the domain of 'ann@例え.jp' in its ASCII (xn--) form"),
+        (os.fsdecode(b"\xffann@example.com"), "is not valid UTF-8"),
     ],
 )
 async def test_suppression_command_refuses_what_is_not_an_address(

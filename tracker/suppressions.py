@@ -40,6 +40,8 @@ def check_address(email: str) -> str:
         raise FairclickError(f"not an email address: {email!r}")
     if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in address):
         raise FairclickError(f"control characters in the address {email!r}")
+    if any(0xD800 <= ord(c) < 0xE000 for c in address):  # undecodable bytes on the command line
+        raise FairclickError(f"the address {email!a} is not valid UTF-8")
     if not domain.isascii():
         # Imports accept only ASCII domains, so that is the form the list was hashed in.
         raise FairclickError(
