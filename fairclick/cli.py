@@ -210,7 +210,10 @@ async def cmd_erase(args, settings: Settings) -> int:
         erased = await erase(conn, args.email)
     if not erased:
         raise FairclickError(f"nobody with the address {args.email!r} is held")
-    print(f"erased {args.email}: their data is gone; their clicks remain only as anonymous counts")
+    print(
+        f"erased {args.email}: their data is gone; their clicks remain only as anonymous counts, "
+        "and a keyed hash of the address stays on the suppression list so it is never mailed again"
+    )
     return 0
 
 

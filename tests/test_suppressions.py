@@ -370,6 +370,7 @@ async def test_quickstart_again_does_not_mail_an_erased_example_person(data_dir,
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert erased.returncode == 0, erased.stderr
+    assert "a keyed hash of the address stays on the suppression list" in erased.stdout
 
     again = await quickstart_once(env, tracker_port)
     assert (
