@@ -93,7 +93,15 @@ async def cmd_recipients_import(args, settings: Settings) -> int:
             f"{len(result.unchanged)} already on the list and left unchanged "
             "(their own choices outrank the file)"
         )
+    if result.suppressed:
+        print(SUPPRESSED_SKIPPED.format(result.suppressed))
     return 0
+
+
+SUPPRESSED_SKIPPED = (
+    "{} suppressed address(es) skipped: they were erased, bounced or complained; "
+    "see `fairclick suppression remove`"
+)
 
 
 async def cmd_campaign_create(args, settings: Settings) -> int:
@@ -202,7 +210,10 @@ async def cmd_erase(args, settings: Settings) -> int:
         erased = await erase(conn, args.email)
     if not erased:
         raise FairclickError(f"nobody with the address {args.email!r} is held")
-    print(f"erased {args.email}: their data is gone; their clicks remain only as anonymous counts")
+    print(
+        f"erased {args.email}: their data is gone; their clicks remain only as anonymous counts, "
+        "and a keyed hash of the address stays on the suppression list so it is never mailed again"
+    )
     return 0
 
 
@@ -225,6 +236,33 @@ async def cmd_retention(args, settings: Settings) -> int:
             f"dropped: {dropped}; {result.deleted['clicks']} click(s) and "
             f"{result.deleted['opens']} open(s) deleted from the default partition"
         )
+    return 0
+
+
+async def cmd_suppression(args, settings: Settings) -> int:
+    """check, add or remove one address; exit 1 when check or remove finds none."""
+    from tracker import suppressions
+
+    action, email = args.suppression_command, suppressions.check_address(args.email)
+    async with connected(settings) as pool, pool.acquire() as conn:
+        if action == "add":
+            entry = await suppressions.suppress(conn, email, args.reason)
+        else:
+            lookup = suppressions.lift if action == "remove" else suppressions.suppression_of
+            entry = await lookup(conn, email)
+    if entry is None and action == "add":
+        print(f"suppressed {email} ({args.reason}): no campaign will mail it")
+    elif entry is None:
+        print(f"{email} is not suppressed" + ("; nothing changed" if action == "remove" else ""))
+        return 1
+    elif action == "remove":
+        print(
+            f"lifted the suppression of {email} ({entry.reason} on {entry.since:%Y-%m-%d}): "
+            "it can be imported and mailed again"
+        )
+    else:
+        changed = "; nothing changed" if action == "add" else ""
+        print(f"{email} is suppressed ({entry.reason} on {entry.since:%Y-%m-%d}){changed}")
     return 0
 
 
@@ -301,6 +339,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("erase", help="remove a person's data, keeping anonymous counts")
     p.add_argument("email")
     p.set_defaults(run=cmd_erase)
+
+    suppression = sub.add_parser(
+        "suppression", help="addresses never mailed again (kept as keyed hashes)"
+    ).add_subparsers(dest="suppression_command", required=True, metavar="ACTION")
+    for action, text in (
+        ("check", "is the address suppressed? (exit 1 if not)"),
+        ("add", "suppress an address (a complaint, or an operator's decision)"),
+        ("remove", "lift a suppression, only after the person opted in again"),
+    ):
+        p = suppression.add_parser(action, help=text)
+        p.add_argument("email")
+        if action == "add":
+            p.add_argument("--reason", choices=("complained", "operator"), default="operator")
+        p.set_defaults(run=cmd_suppression)
 
     p = sub.add_parser(
         "retention", help="de-identify old clicks and opens, and optionally delete older ones"

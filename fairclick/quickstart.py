@@ -46,7 +46,10 @@ async def quickstart(settings: Settings, *, host: str, port: int) -> int:
         print(f"SMTP capture server on 127.0.0.1:{capture.port}, saving mail to {mail_dir}")
         async with pool.acquire() as conn:
             result = await import_recipients(conn, example / "recipients.csv")
-            print(f"recipients: {result.imported} imported, {len(result.unchanged)} already there")
+            print(
+                f"recipients: {result.imported} imported, {len(result.unchanged)} already there, "
+                f"{result.suppressed} suppressed (erased, bounced or complained) skipped"
+            )
             if await conn.fetchval(MAILER_SQL.campaign_by_name, CAMPAIGN) is None:
                 await create_campaign(
                     conn,

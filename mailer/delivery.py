@@ -448,7 +448,7 @@ class Delivery:
             reason = (
                 "erased before sending" if person is None
                 else "unsubscribed before sending" if not person["subscribed"]
-                else "address suppressed (it bounced as unknown)"
+                else f"address suppressed ({person['suppressed']})"
             )  # fmt: skip
             await self.pool.execute(SQL.mark_skipped, message_id, reason)
             return "skipped"
@@ -515,5 +515,5 @@ class Delivery:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(SQL.mark_failed, row["id"], reply)
             if enhanced == "5.1.1":  # no such user: later campaigns skip the address
-                await conn.execute(SQL.suppress_recipient, row["recipient_id"], reply)
+                await conn.execute(SQL.suppress_recipient, row["recipient_id"])
         return "failed"

@@ -23,7 +23,7 @@ FROM recipients WHERE lower(email) = lower($1)
 INSERT INTO outbox (campaign_id, recipient_id)
 SELECT $1, r.id FROM recipients r
 WHERE r.unsubscribed_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.email = lower(r.email))
+  AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.address_hash = suppression_hash(r.email))
 ON CONFLICT (campaign_id, recipient_id) DO NOTHING
 
 -- name: claim_messages
@@ -61,7 +61,9 @@ WHERE ($1::bigint IS NULL OR o.campaign_id = $1)
 -- name: recipients_by_ids
 SELECT r.id, r.email, r.name, r.format, r.tracking_consent, r.attributes,
        r.unsubscribed_at IS NULL AS subscribed,
-       EXISTS (SELECT 1 FROM suppressions s WHERE s.email = lower(r.email)) AS suppressed
+       -- The reason the address is suppressed, NULL if it is not.
+       (SELECT s.reason FROM suppressions s WHERE s.address_hash = suppression_hash(r.email))
+           AS suppressed
 FROM recipients r WHERE r.id = ANY($1::bigint[])
 
 -- name: message_of
@@ -86,8 +88,9 @@ WHERE id = $1
 UPDATE outbox SET status = 'unknown', smtp_reply = $2, lease_until = NULL WHERE id = $1
 
 -- name: suppress_recipient
-INSERT INTO suppressions (email, reason)
-SELECT lower(email), $2 FROM recipients WHERE id = $1
+-- A hard bounce (5.1.1): the keyed hash only; the server's reply stays with the message.
+INSERT INTO suppressions (address_hash, reason)
+SELECT suppression_hash(email), 'bounced' FROM recipients WHERE id = $1
 ON CONFLICT DO NOTHING
 
 -- name: set_campaign_status

@@ -78,6 +78,12 @@ async def test_refusals_slow_down_suppress_and_retry(pool, server, add_recipient
         " WHERE r.email = 'nobody@example.com'"
     )
     assert "5.1.1" in reply
+    # The list keeps the keyed hash of the address and why, not the address or the reply.
+    suppressed = await pool.fetch("SELECT to_jsonb(s)::text AS row, s.* FROM suppressions s")
+    assert [(r["address_hash"], r["reason"]) for r in suppressed] == [
+        (await pool.fetchval("SELECT suppression_hash('nobody@example.com')"), "bounced")
+    ]
+    assert "nobody" not in suppressed[0]["row"]
     # The next campaign does not even queue the address that does not exist.
     await make_campaign(HTML, name="next")
     await send_campaign(pool, settings, "next")

@@ -18,6 +18,7 @@ from tracker import consent
 from tracker.consent import erase
 from tracker.personal_data import NOT_INCLUDED
 from tracker.reports import campaign_report
+from tracker.suppressions import suppress, suppression_of
 from tracker.tokens import Tokens
 
 PEOPLE = (
@@ -31,7 +32,6 @@ HTML = (
     '<a href="{{ preferences_url }}">preferences</a>'
 )
 AGENTS = {"ann@example.com": BROWSER_AGENT + " Ann/1", "bob@example.com": BROWSER_AGENT + " Bob/2"}
-BOUNCE = "550 5.1.1 <{}>: no such user"
 TABLES = (
     "recipients",
     "consent_events",
@@ -85,10 +85,9 @@ async def people(pool, mailbox, add_recipients, make_campaign, deliver, tracker,
         assert resp.status == 200  # after the redirect to ?saved=1
     # Without consent now: counted, but not linked to Ann.
     assert (await get(http, ann_b, **{"User-Agent": AGENTS["ann@example.com"]}))[0] == 302
-    for email in ids:
-        await pool.execute(
-            "INSERT INTO suppressions (email, reason) VALUES ($1, $2)", email, BOUNCE.format(email)
-        )
+    async with pool.acquire() as conn:
+        for email in ids:
+            await suppress(conn, email, "bounced")
     counts = await pool.fetchrow(
         "SELECT count(*) FILTER (WHERE message_id IS NOT NULL) AS identified,"
         " count(*) FILTER (WHERE message_id IS NULL) AS anonymous FROM clicks"
@@ -127,7 +126,13 @@ async def traces(pool, recipient_id: int, email: str, messages: list[int]) -> di
         "consent events": await count(
             "SELECT count(*) FROM consent_events WHERE recipient_id = $1", recipient_id
         ),
-        "suppression": await count("SELECT count(*) FROM suppressions WHERE email = $1", email),
+        # Erasure leaves the keyed hash of the address (so it is never mailed again), saying
+        # only "erased": not the bounce, complaint or date that was there before.
+        "suppression other than erased": await count(
+            "SELECT count(*) FROM suppressions"
+            " WHERE address_hash = suppression_hash($1) AND reason <> 'erased'",
+            email,
+        ),
         "messages linked": await count(
             "SELECT count(*) FROM outbox WHERE recipient_id = $1", recipient_id
         ),
@@ -148,7 +153,7 @@ NOTHING = dict.fromkeys(
     (
         "recipient",
         "consent events",
-        "suppression",
+        "suppression other than erased",
         "messages linked",
         "server replies",
         "identified clicks",
@@ -199,7 +204,8 @@ async def test_download_holds_the_persons_data_and_nobody_elses(people, settings
         ("spring", "127.0.0.0", AGENTS["ann@example.com"])
     ]
     assert data["suppression"]["suppressed"] is True
-    assert data["suppression"]["reason"] == BOUNCE.format("ann@example.com")
+    assert data["suppression"]["reason"] == "bounced"
+    assert "keyed hash" in data["suppression"]["kept_as"]
     assert NOT_INCLUDED in data["notes"]
     text = body.decode()
     for bobs in ("bob@example.com", "Bob", "Rome", AGENTS["bob@example.com"]):
@@ -234,6 +240,7 @@ async def test_preference_page_links_to_download_and_erase(people, settings, htt
     assert "<a" not in html.split("<h2>Your data</h2>", 1)[1]  # no link a crawler could follow
     assert f'<form method="post" action="{path}/erase">' in html
     assert 'name="confirm" value="yes" required' in html
+    assert "we keep one thing: a keyed hash of your address" in html  # and why
 
 
 @pytest.mark.parametrize("kind", BAD_TOKEN_KINDS)
@@ -352,6 +359,7 @@ async def test_erase_removes_the_person_and_keeps_anonymous_counts(people, setti
         assert resp.headers["Cache-Control"] == "no-store"
         html = await resp.text()
     assert "Your data is erased; clicks remain only as anonymous counts." in html
+    assert "We kept only a keyed hash of your address" in html
     assert "ann@example.com" not in html
 
     assert await traces(pool, ann, "ann@example.com", anns_messages) == NOTHING
@@ -399,6 +407,10 @@ async def test_erasure_from_the_page_leaves_what_the_command_line_leaves(
 
     assert await traces(pool, ann, "ann@example.com", anns_messages) == NOTHING
     assert await traces(pool, bob, "bob@example.com", bobs_messages) == NOTHING
+    async with pool.acquire() as conn:
+        for email in ("ann@example.com", "bob@example.com"):
+            assert (await suppression_of(conn, email)).reason == "erased"
+    assert await pool.fetchval("SELECT count(*) FROM suppressions") == 2
     assert (
         await left(anns_messages)
         == await left(bobs_messages)

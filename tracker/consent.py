@@ -104,6 +104,6 @@ async def _erase_once(conn: asyncpg.Connection, recipient_id: int) -> bool:
         await conn.execute(SQL.anonymise_opens_of, recipient_id)
         await conn.execute(SQL.forget_message_links_of, recipient_id)  # before the messages
         await conn.execute(SQL.forget_messages_of, recipient_id)
-        await conn.execute(SQL.forget_suppression, email)
+        await conn.execute(SQL.suppress_erased, email)  # a keyed hash: never mailed again
         await conn.execute(SQL.delete_recipient, recipient_id)  # consent events cascade
     return True

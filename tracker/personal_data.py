@@ -2,8 +2,10 @@
 
 What is in it is what `tracker.consent.erase_recipient` removes or unlinks: the
 recipient row, the consent events, the messages and the links in them made for the
-person alone, the identified clicks and opens, and the suppression entry. Anonymous
-clicks and opens name no message, hence no person, and are not in it.
+person alone, the identified clicks and opens. It also says whether the address is on
+the suppression list (looked up by the keyed hash of the address, all that erasure
+leaves behind). Anonymous clicks and opens name no message, hence no person, and are
+not in it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ NOT_INCLUDED = (
 KIND_NOTE = (
     'kind "bot" marks a click or open we judged to be a mail scanner, proxy or prefetch, '
     "not you, and kept out of the human counts of our reports."
+)
+SUPPRESSION_NOTE = (
+    "a keyed hash (HMAC-SHA256) of your address, never the address itself: it lets us "
+    "recognise the address so we never mail it again, and cannot be turned back into it."
 )
 IP_NOTE = (
     "ip is the network only, never your full address: the first three numbers of an "
@@ -113,6 +119,7 @@ async def personal_data(conn: asyncpg.Connection, recipient_id: int) -> dict | N
             "suppressed": suppression is not None,
             "reason": suppression["reason"] if suppression else None,
             "since": _when(suppression["created_at"]) if suppression else None,
+            "kept_as": SUPPRESSION_NOTE,
         },
         "notes": [IP_NOTE, KIND_NOTE, NOT_INCLUDED],
     }

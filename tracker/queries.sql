@@ -67,8 +67,11 @@ DELETE FROM message_links WHERE message_id IN (SELECT id FROM outbox WHERE recip
 -- The server's reply may quote the address; the row itself stays for the counts.
 UPDATE outbox SET smtp_reply = NULL, recipient_id = NULL WHERE recipient_id = $1
 
--- name: forget_suppression
-DELETE FROM suppressions WHERE email = lower($1)
+-- name: suppress_erased
+-- The keyed hash of the address is all that erasure keeps, so the person is never mailed
+-- again; it says "erased" and when, whatever it said before (a bounce, say).
+INSERT INTO suppressions (address_hash, reason) VALUES (suppression_hash($1), 'erased')
+ON CONFLICT (address_hash) DO UPDATE SET reason = 'erased', created_at = now()
 
 -- name: delete_recipient
 DELETE FROM recipients WHERE id = $1
@@ -120,8 +123,27 @@ ORDER BY p.opened_at, p.id
 
 -- name: personal_suppression
 SELECT s.reason, s.created_at
-FROM recipients r JOIN suppressions s ON s.email = lower(r.email)
+FROM recipients r JOIN suppressions s ON s.address_hash = suppression_hash(r.email)
 WHERE r.id = $1
+
+-- name: suppression_of
+-- suppression*: the list of keyed hashes (tracker/suppressions.py); $1 is an address.
+SELECT reason, created_at FROM suppressions WHERE address_hash = suppression_hash($1)
+
+-- name: suppress_address
+INSERT INTO suppressions (address_hash, reason) VALUES (suppression_hash($1), $2)
+ON CONFLICT (address_hash) DO NOTHING
+RETURNING true
+
+-- name: lift_suppression
+DELETE FROM suppressions WHERE address_hash = suppression_hash($1)
+RETURNING reason, created_at
+
+-- name: suppressed_positions
+-- The 0-based positions of the suppressed addresses among $1 (an import's rows).
+SELECT coalesce(array_agg(a.n - 1), '{}')
+FROM unnest($1::text[]) WITH ORDINALITY AS a(email, n)
+WHERE EXISTS (SELECT 1 FROM suppressions s WHERE s.address_hash = suppression_hash(a.email))
 
 -- name: campaign_id_by_name
 SELECT id FROM campaigns WHERE name = $1

@@ -14,6 +14,7 @@ import asyncpg
 from tracker.control_chars import first_control
 from tracker.errors import FairclickError, ImportRowsError
 from tracker.queries import SQL
+from tracker.suppressions import suppressed_positions
 
 # Deliberately plain: a dot-atom local part (RFC 5322 atext, or any printable non-ASCII
 # character: SMTPUTF8, RFC 6531), an ASCII domain of LDH labels with a dot in it. No quoted
@@ -51,6 +52,8 @@ class RecipientRow:
 class ImportResult:
     imported: int
     unchanged: list[str]
+    # Rows skipped because the address is on the suppression list (erased, bounced, complained).
+    suppressed: int = 0
 
 
 Problems = list[tuple[int, str]]
@@ -250,12 +253,17 @@ async def import_recipients(conn: asyncpg.Connection, path: Path) -> ImportResul
     """Import every row of the file in one transaction, or none if any row is invalid.
 
     People already on the list are left as they are: their own choices on the
-    preference page outrank whatever a later import file says.
+    preference page outrank whatever a later import file says. Suppressed addresses
+    (tracker.suppressions) are skipped and counted: an old list never brings back
+    someone who was erased, bounced or complained.
     """
     rows = validate(path, *read_rows(path))
     imported, unchanged = 0, []
     async with conn.transaction():
-        for row in rows:
+        suppressed = await suppressed_positions(conn, [row.email for row in rows])
+        for position, row in enumerate(rows):
+            if position in suppressed:
+                continue
             recipient_id = await conn.fetchval(
                 SQL.insert_recipient,
                 row.email,
@@ -277,4 +285,4 @@ async def import_recipients(conn: asyncpg.Connection, path: Path) -> ImportResul
                 "granted" if row.tracking_consent else "not granted",
                 source,
             )
-    return ImportResult(imported=imported, unchanged=unchanged)
+    return ImportResult(imported=imported, unchanged=unchanged, suppressed=len(suppressed))
