@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from mailer.delivery import Delivery
-from mailer.queries import SQL
 from mailer.sending import prepare_composer, queue_campaign
 from tracker.consent import change_choices, erase_recipient
+from tracker.suppressions import suppress
 
-PEOPLE = "email\nstays@example.com\nleaves@example.com\nbounced@example.com\nerased@example.com\n"
+PEOPLE = "email\nstays@example.com\nleaves@example.com\ncomplains@example.com\nerased@example.com\n"
 
 
 async def test_people_who_leave_after_queueing_are_skipped_not_mailed(
@@ -22,7 +22,7 @@ async def test_people_who_leave_after_queueing_are_skipped_not_mailed(
         await change_choices(
             conn, ids["leaves@example.com"], subscribed=False, source="one-click unsubscribe"
         )
-        await conn.execute(SQL.suppress_recipient, ids["bounced@example.com"], "bounced (5.1.1)")
+        await suppress(conn, "complains@example.com", "complained")
         assert await erase_recipient(conn, ids["erased@example.com"])
 
     progress = await Delivery(pool, settings).run()
@@ -36,6 +36,6 @@ async def test_people_who_leave_after_queueing_are_skipped_not_mailed(
     outcomes = {r["email"]: (r["status"], r["smtp_reply"]) for r in rows}
     assert outcomes["stays@example.com"][0] == "sent"
     assert outcomes["leaves@example.com"] == ("skipped", "unsubscribed before sending")
-    assert outcomes["bounced@example.com"][0] == "skipped"
-    assert "suppressed" in outcomes["bounced@example.com"][1]
+    assert outcomes["complains@example.com"][0] == "skipped"
+    assert "suppressed" in outcomes["complains@example.com"][1]
     assert outcomes[None] == ("skipped", "erased before sending")  # the erased person's row
