@@ -48,6 +48,25 @@ async def test_batches_are_stored_before_the_answer(pool, tmp_path, message_and_
     assert await pool.fetchval("SELECT count(*) FROM clicks") == 3
 
 
+async def test_a_kept_connection_the_server_dropped_is_replaced_not_spooled(
+    pool, tmp_path, message_and_link
+):
+    """What a PostgreSQL restart does to the connections the recorder keeps between batches."""
+    recorder = Recorder(pool, Spool(tmp_path / "spool"))
+    await recorder.start()
+    try:
+        assert (await recorder.record(click(*message_and_link, "before"))).outcome is Outcome.STORED
+        kept = [conn.get_server_pid() for conn in recorder._idle]
+        assert kept
+        await pool.execute("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) pid", kept)
+        after = await recorder.record(click(*message_and_link, "after"))
+    finally:
+        await recorder.stop()
+    assert after.outcome is Outcome.STORED and not recorder.degraded
+    assert await pool.fetchval("SELECT user_agent FROM clicks WHERE clicked_at = $1", after.key[1])
+    assert not list((tmp_path / "spool").glob("*.spool"))
+
+
 async def test_unreachable_database_spools_then_replays_exactly_once(
     pool, tmp_path, message_and_link
 ):
@@ -140,7 +159,6 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies(
     finally:
         await server.close()
     assert await pool.fetchval("SELECT host(ip) FROM clicks") == stored
-
 
 
 async def test_a_batch_committed_and_also_spooled_is_stored_once(pool, tmp_path, message_and_link):
