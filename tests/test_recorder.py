@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import stat
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -100,6 +101,23 @@ async def test_unreachable_database_spools_then_replays_exactly_once(
     assert row["message_id"] == message_and_link[0]  # consented then and now: identified
     assert (row["ip"], row["user_agent"]) == (None, None)
     assert spool.depth() == 0
+
+
+def test_spool_files_are_the_trackers_own(tmp_path, message_and_link):
+    """Spooled rows name messages, also of people without consent: 0600 files, 0700 folder."""
+    old_folder = tmp_path / "spool"
+    old_folder.mkdir(mode=0o755)  # as an earlier version made it
+    old_folder.chmod(0o755)
+    spool = Spool(old_folder)
+    spool.append([_to_spool_row(click(*message_and_link, "x"))])
+    spool.seal()
+    (path,) = old_folder.glob("*.spool")
+    assert stat.S_IMODE(old_folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    fresh = Spool(tmp_path / "data" / "new-spool")
+    fresh.append([_to_spool_row(click(*message_and_link, "y"))])
+    fresh.seal()
+    assert stat.S_IMODE((tmp_path / "data" / "new-spool").stat().st_mode) == 0o700
 
 
 async def test_replayed_click_is_anonymous_if_consent_changed_since(
