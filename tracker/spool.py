@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import secrets
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,7 +39,11 @@ class Spool:
             # Spooled rows name messages, also of people without consent: readable by the
             # tracker's own user only, folder included (a folder from an older version,
             # made 0755, is tightened here).
-            self.folder.chmod(0o700)
+            if stat.S_IMODE(self.folder.stat().st_mode) & 0o077:
+                try:
+                    self.folder.chmod(0o700)
+                except PermissionError:  # someone else's folder: the files stay 0600
+                    pass
             name = f"{os.getpid()}-{secrets.token_hex(6)}{SUFFIX}"
             self._path = self.folder / name
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL
