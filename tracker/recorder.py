@@ -297,7 +297,9 @@ class Recorder:
                     kept, self._idle = [conn, *self._idle], []
                     for broken in kept:
                         await self._give_back(broken)
-                if conn is None or attempt == WRITE_ATTEMPTS:  # no connection to be had
+                # No connection to be had, or one that did not answer in time (asking a
+                # database that hangs again only keeps the clicks waiting longer).
+                if conn is None or attempt == WRITE_ATTEMPTS or isinstance(exc, TimeoutError):
                     log.warning("database unreachable (%s): spooling clicks locally", exc)
                     self._enter_degraded()
                     return None
