@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import pytest
+from aiohttp.test_utils import TestServer
 from helpers import pixels, tracked_links
 from prometheus_client import REGISTRY
 
+from tracker.app import create_app
 from tracker.clients import MAX_USER_AGENT, storable_text
 from tracker.opens import PIXEL
 from tracker.recorder import Click, Open, Outcome, Recorder
+from tracker.settings import parse_networks
 from tracker.spool import Spool
 from tracker.tokens import PLACEHOLDER_ID, Tokens
 
@@ -48,14 +52,14 @@ def test_agents_are_made_storable(value, kept):
         kept.encode("utf-8")  # and PostgreSQL takes it
 
 
-async def raw_get(url: str, agent: bytes) -> tuple[int, bytes]:
-    """GET url with exactly these User-Agent bytes; the status and the body."""
+async def raw_get(url: str, agent: bytes, extra: bytes = b"") -> tuple[int, bytes]:
+    """GET url with exactly these User-Agent bytes (and extra header lines); status, body."""
     parts = urlsplit(url)
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
     try:
         writer.write(
             b"GET " + parts.path.encode() + b" HTTP/1.1\r\nHost: " + parts.netloc.encode()
-            + b"\r\nUser-Agent: " + agent + b"\r\nConnection: close\r\n\r\n"
+            + b"\r\nUser-Agent: " + agent + b"\r\n" + extra + b"Connection: close\r\n\r\n"
         )  # fmt: skip
         await writer.drain()
         head, _, body = (await reader.read()).partition(b"\r\n\r\n")
@@ -87,6 +91,30 @@ async def test_a_bad_agent_is_stored_cleaned_for_a_click_and_an_open(pool, track
     assert await raw_get(pixel, raw) == (200, PIXEL)
     assert await pool.fetchval("SELECT user_agent FROM clicks") == cleaned
     assert await pool.fetchval("SELECT user_agent FROM opens") == cleaned
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "stored"),
+    [
+        (b"203.0.113.77\xff", None),
+        (b"203.0.113.77, caf\xe9", None),
+        (b"x" * 6000, None),
+        (b"203.0.113.77", "203.0.113.0"),
+    ],
+)
+async def test_a_bad_forwarded_for_from_a_trusted_proxy_is_no_address(
+    pool, settings, sent, tracker_port, forwarded, stored
+):
+    app = create_app(replace(settings, trusted_proxies=parse_networks("127.0.0.1")), pool=pool)
+    server = TestServer(app, host="127.0.0.1", port=tracker_port)
+    await server.start_server()
+    try:
+        link = tracked_links(sent["yes@example.com"])[0]
+        extra = b"X-Forwarded-For: " + forwarded + b"\r\n"
+        assert (await raw_get(link, b"Mozilla/5.0", extra))[0] == 302
+    finally:
+        await server.close()
+    assert await pool.fetchval("SELECT host(ip) FROM clicks") == stored
 
 
 async def test_one_bad_agent_among_concurrent_clicks_costs_nobody_a_click(
