@@ -468,7 +468,11 @@ class Delivery:
         except (asyncpg.PostgresError, OSError):
             raise
         except Exception as exc:  # this recipient's message cannot be built; the rest can
-            log.warning("message %d to %s not built: %s", message_id, recipient.email, exc)
+            # The reason may quote the address or name: it goes to the outbox row (which
+            # erasure clears), the log only says which message.
+            log.warning(
+                "message %d not built (%s): see its outbox row", message_id, type(exc).__name__
+            )
             await self.pool.execute(
                 SQL.mark_failed, message_id, f"could not build the message: {exc!r}"
             )

@@ -12,11 +12,12 @@ from mailer.queries import SQL
 from mailer.sending import prepare_composer
 from tracker.errors import NotFound
 from tracker.settings import Settings
+from tracker.tokens import PLACEHOLDER_ID
 
 # Tokens in a preview name these ids, which no outbox row and no recipient have: a click on
 # a previewed link or preference link (the marketer's own) records, shows and changes nothing.
-PREVIEW_MESSAGE_ID = 0
-PREVIEW_RECIPIENT_ID = 0
+PREVIEW_MESSAGE_ID = PLACEHOLDER_ID
+PREVIEW_RECIPIENT_ID = PLACEHOLDER_ID
 
 
 @dataclass(frozen=True)

@@ -310,3 +310,17 @@ async def test_the_next_message_waits_for_the_last_ones_mark(
     progress = await asyncio.wait_for(sending, 30)
     assert progress.counts["sent"] == 3
     assert sorted(handler.rcpt_attempts) == ["p0@example.com", "p1@example.com", "p2@example.com"]
+
+
+async def test_a_message_that_cannot_be_built_is_logged_without_the_address(
+    pool, server, add_recipients, make_campaign, caplog
+):
+    _, settings = server(RecordingServer)
+    await add_recipients("email,name\nann@example.com,Ann\nzed@example.com,Zed\n")
+    # A name no header can carry (stored by an older version, say): that message fails alone.
+    await pool.execute("UPDATE recipients SET name = 'Zed\r\nBcc: x@y' WHERE email LIKE 'zed@%'")
+    await make_campaign(HTML)
+    progress = await send_campaign(pool, settings, "c")
+    assert (progress.counts["failed"], progress.counts["sent"]) == (1, 1)
+    # The reason is kept where erasure finds it (the outbox row), not in a log.
+    assert "not built" in caplog.text and "zed" not in caplog.text.lower()

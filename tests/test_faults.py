@@ -332,3 +332,54 @@ async def test_consent_withdrawn_on_one_server_is_honoured_by_another(
     rows = await pool.fetch("SELECT message_id, ip, user_agent FROM clicks ORDER BY clicked_at")
     assert rows[0]["message_id"] is not None and rows[0]["user_agent"] == agent["User-Agent"]
     assert [tuple(r.values()) for r in rows[1:]] == [(None, None, None)]
+
+
+async def test_a_restarted_postgres_leaves_no_stale_connection_and_previews_do_nothing(
+    own_postgres, settings, mailbox, write_file, tracker_port, serve, http, tmp_path
+):
+    """pg_ctl restart -m fast: the next clicks are written (named, with their agent, as
+    consent allows), not spooled. A preview's placeholder token never redirects nor records,
+    with the database up, down or just restarted."""
+    url = own_postgres.server.get_uri()
+    async with asyncpg.create_pool(url, min_size=1, max_size=2) as pool:
+        async with pool.acquire() as conn:
+            await schema.migrate(conn)
+        links = await seed(pool, settings, mailbox, write_file, recipients=2)
+    server = await serve(tracker_port, url)
+    spool = tmp_path / "data" / "spool"
+    warm = Load(http, links, tag="warm")
+    await warm.run(total=len(links), concurrency=2)  # the recorder now keeps connections
+    assert warm.statuses == {302: len(links)}
+
+    await asyncio.to_thread(own_postgres.stop, "fast")
+    await asyncio.to_thread(own_postgres.start)
+    after = Load(http, links, tag="after")
+    await after.run(total=20, concurrency=2)
+    assert after.statuses == {302: 20}, (after.statuses, after.failures)
+    async with asyncpg.create_pool(url, min_size=1, max_size=1) as pool:
+        rows = await pool.fetch(
+            "SELECT user_agent, message_id FROM clicks WHERE user_agent LIKE '%after-%'"
+        )
+    assert sorted(r["user_agent"] for r in rows) == sorted(after.acked)
+    assert all(r["message_id"] is not None for r in rows)
+    assert not list(spool.glob("*.spool")), "spooled while the database was up"
+
+    link_id = TOKENS.click.decode(links[0].rsplit("/", 1)[1])[1]  # cached by the warm-up
+    previews = [TOKENS.click.encode(0, link_id), TOKENS.click.encode(0, 0)]
+
+    async def previews_do_nothing():
+        for token in previews:
+            async with http.get(f"{server.base}/c/{token}", allow_redirects=False) as response:
+                assert response.status == 404
+        async with http.get(f"{server.base}/o/{TOKENS.opens.encode(0)}.gif") as response:
+            assert response.status == 200 and response.content_type == "image/gif"
+
+    await previews_do_nothing()
+    await asyncio.to_thread(own_postgres.stop)
+    await previews_do_nothing()
+    assert not list(spool.glob("*.spool")), "a preview's click or open was spooled"
+    await asyncio.to_thread(own_postgres.start)
+    await previews_do_nothing()
+    async with asyncpg.create_pool(url, min_size=1, max_size=1) as pool:
+        assert await pool.fetchval("SELECT count(*) FROM clicks") == len(links) + 20
+        assert await pool.fetchval("SELECT count(*) FROM opens") == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import stat
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -48,6 +49,25 @@ async def test_batches_are_stored_before_the_answer(pool, tmp_path, message_and_
     assert await pool.fetchval("SELECT count(*) FROM clicks") == 3
 
 
+async def test_a_kept_connection_the_server_dropped_is_replaced_not_spooled(
+    pool, tmp_path, message_and_link
+):
+    """What a PostgreSQL restart does to the connections the recorder keeps between batches."""
+    recorder = Recorder(pool, Spool(tmp_path / "spool"))
+    await recorder.start()
+    try:
+        assert (await recorder.record(click(*message_and_link, "before"))).outcome is Outcome.STORED
+        kept = [conn.get_server_pid() for conn in recorder._idle]
+        assert kept
+        await pool.execute("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) pid", kept)
+        after = await recorder.record(click(*message_and_link, "after"))
+    finally:
+        await recorder.stop()
+    assert after.outcome is Outcome.STORED and not recorder.degraded
+    assert await pool.fetchval("SELECT user_agent FROM clicks WHERE clicked_at = $1", after.key[1])
+    assert not list((tmp_path / "spool").glob("*.spool"))
+
+
 async def test_unreachable_database_spools_then_replays_exactly_once(
     pool, tmp_path, message_and_link
 ):
@@ -81,6 +101,23 @@ async def test_unreachable_database_spools_then_replays_exactly_once(
     assert row["message_id"] == message_and_link[0]  # consented then and now: identified
     assert (row["ip"], row["user_agent"]) == (None, None)
     assert spool.depth() == 0
+
+
+def test_spool_files_are_the_trackers_own(tmp_path, message_and_link):
+    """Spooled rows name messages, also of people without consent: 0600 files, 0700 folder."""
+    old_folder = tmp_path / "spool"
+    old_folder.mkdir(mode=0o755)  # as an earlier version made it
+    old_folder.chmod(0o755)
+    spool = Spool(old_folder)
+    spool.append([_to_spool_row(click(*message_and_link, "x"))])
+    spool.seal()
+    (path,) = old_folder.glob("*.spool")
+    assert stat.S_IMODE(old_folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    fresh = Spool(tmp_path / "data" / "new-spool")
+    fresh.append([_to_spool_row(click(*message_and_link, "y"))])
+    fresh.seal()
+    assert stat.S_IMODE((tmp_path / "data" / "new-spool").stat().st_mode) == 0o700
 
 
 async def test_replayed_click_is_anonymous_if_consent_changed_since(
@@ -140,7 +177,6 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies(
     finally:
         await server.close()
     assert await pool.fetchval("SELECT host(ip) FROM clicks") == stored
-
 
 
 async def test_a_batch_committed_and_also_spooled_is_stored_once(pool, tmp_path, message_and_link):

@@ -23,6 +23,7 @@ from tracker.keys import (
     TARGETS,
     TOKENS,
 )
+from tracker.logs import SERVER_LOG, PrivateAccessLogger, route_of
 from tracker.opens import open_pixel
 from tracker.pages import page_environment
 from tracker.partitions import ensure_partitions
@@ -77,14 +78,18 @@ async def database_away(request: web.Request, handler):
     try:
         return await handler(request)
     except UNREACHABLE as exc:
-        log.warning("%s %s: database unreachable (%s)", request.method, request.path, exc)
+        log.warning("%s %s: database unreachable (%s)", request.method, route_of(request), exc)
         return unavailable(request)
 
 
 def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None) -> web.Application:
     """The tracker; a pool passed in (by tests) is used as is and left open."""
     settings = settings.with_secret_keys()
-    app = web.Application(middlewares=[database_away])
+    app = web.Application(
+        middlewares=[database_away],
+        # aiohttp's own access and error lines name the peer: ours hold nothing about a person.
+        handler_args={"access_log_class": PrivateAccessLogger, "logger": SERVER_LOG},
+    )
     app[SETTINGS] = settings
     app[TOKENS] = Tokens(settings.secret_keys)
     app[PAGES] = page_environment()

@@ -9,13 +9,14 @@ from aiohttp import web
 
 from tracker import metrics
 from tracker.bots import classify_request
-from tracker.clients import client_ip, truncated_ip
+from tracker.clients import client
 from tracker.database import UNREACHABLE
 from tracker.keys import DETECTOR, PAGES, POOL, RECORDER, SETTINGS, TARGETS, TOKENS
 from tracker.pages import render_page
 from tracker.queries import SQL
 from tracker.recorder import Click, Outcome, now
 from tracker.targets import TargetsUnavailable
+from tracker.tokens import PLACEHOLDER_ID
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,8 @@ REDIRECT_HEADERS = {
 RETRY_AFTER_SECONDS = 30
 
 
-def not_found(request: web.Request) -> web.Response:
-    return render_page(request.app[PAGES], "not_found.html", status=404)
+def not_found(request: web.Request, *, status: int = 404) -> web.Response:
+    return render_page(request.app[PAGES], "not_found.html", status=status)
 
 
 def unavailable(request: web.Request) -> web.Response:
@@ -41,38 +42,43 @@ def unavailable(request: web.Request) -> web.Response:
 async def follow_link(request: web.Request) -> web.Response:
     started = time.perf_counter()
     app = request.app
+    who = client(request, app[SETTINGS].trusted_proxies)
+    machine = classify_request(request.method, who.user_agent)
     ids = app[TOKENS].click.decode(request.match_info["token"])
-    if ids is None:
-        return not_found(request)
+    if ids is None or PLACEHOLDER_ID in ids:
+        # A preview's placeholder never redirects, whatever state the database is in: a
+        # spooled click is not checked against the outbox until it is replayed.
+        return _counted(not_found(request), machine, "invalid")
     message_id, link_id = ids
     try:
         target = await app[TARGETS].get(link_id)
     except TargetsUnavailable:
-        return unavailable(request)
+        return _counted(unavailable(request), machine, "unavailable")
     if target is None:
-        return not_found(request)
+        return _counted(not_found(request), machine, "invalid")
     location = target.location
     if target.per_message:
         try:
             location = await app[TARGETS].message_location(message_id, link_id, target)
         except TargetsUnavailable:
-            return unavailable(request)
+            return _counted(unavailable(request), machine, "unavailable")
 
-    user_agent = request.headers.get("User-Agent")
     verdict = app[DETECTOR].judge(message_id, link_id, honeypot=target.honeypot)
-    reason = classify_request(request.method, user_agent) or verdict.reason
+    reason = machine or verdict.reason
     click = Click(
         message_id=message_id,
         link_id=link_id,
         at=now(),
         kind="bot" if reason else "human",
         reason=reason,
-        ip=truncated_ip(client_ip(request, app[SETTINGS].trusted_proxies)),
-        user_agent=user_agent,
+        ip=who.ip,
+        user_agent=who.user_agent,
     )
     result = await app[RECORDER].record(click)
     if result.outcome is Outcome.INVALID:
-        return not_found(request)
+        return _counted(not_found(request), reason, "invalid")
+    if result.outcome is Outcome.REFUSED:
+        return _counted(not_found(request, status=400), reason, "refused")
     verdict.seen.key = result.key
     if verdict.earlier:
         # Only a machine waits for this: the clicks before it in the burst are re-marked.
@@ -84,6 +90,12 @@ async def follow_link(request: web.Request) -> web.Response:
         # to fall back on: counted (anonymously), but it leads nowhere.
         return render_page(app[PAGES], "link_erased.html", status=410)
     return web.Response(status=302, headers={"Location": location, **REDIRECT_HEADERS})
+
+
+def _counted(response: web.Response, machine: str | None, outcome: str) -> web.Response:
+    """Clicks that do not redirect count too: a rise in invalid tokens shows a key mismatch."""
+    metrics.click_counter("bot" if machine else "human", outcome).inc()
+    return response
 
 
 async def _mark_bots(app: web.Application, earlier: list, reason: str) -> None:

@@ -38,7 +38,9 @@ LINK_CACHE_MISS = LINK_CACHE.labels("miss")
 _CLICK_COUNTERS = {
     (kind, outcome): CLICKS.labels(kind, outcome)
     for kind in ("human", "bot")
-    for outcome in ("stored", "spooled", "invalid")
+    # invalid: a token that does not verify or names no such link (a 404); unavailable:
+    # the link could not be looked up (a 503); refused: a click that could not be stored.
+    for outcome in ("stored", "spooled", "invalid", "unavailable", "refused")
 }
 
 

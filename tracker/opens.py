@@ -8,9 +8,10 @@ from aiohttp import web
 
 from tracker import metrics
 from tracker.bots import classify_request
-from tracker.clients import client_ip, truncated_ip
+from tracker.clients import client
 from tracker.keys import RECORDER, SETTINGS, TOKENS
 from tracker.recorder import Open, now
+from tracker.tokens import PLACEHOLDER_ID
 
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 PIXEL_HEADERS = {"Cache-Control": "no-store, private", "X-Robots-Tag": "noindex"}
@@ -21,12 +22,12 @@ PRIVACY_PROXY_MARKERS = ("GoogleImageProxy", "YahooMailProxy", "ggpht.com")
 APPLE_MAIL_PRIVACY_AGENT = "Mozilla/5.0"  # Apple Mail Privacy Protection sends exactly this
 
 
-def machine_open_reason(request: web.Request) -> str | None:
+def machine_open_reason(request: web.Request, user_agent: str | None) -> str | None:
     """Why this fetch of the pixel is not a person opening the mail, or None."""
     purpose = request.headers.get("Sec-Purpose") or request.headers.get("Purpose") or ""
     if "prefetch" in purpose.lower():
         return "prefetch"
-    user_agent = request.headers.get("User-Agent") or ""
+    user_agent = user_agent or ""
     if user_agent.strip() == APPLE_MAIL_PRIVACY_AGENT:
         return "mail privacy proxy (Apple)"
     if any(marker in user_agent for marker in PRIVACY_PROXY_MARKERS):
@@ -37,16 +38,17 @@ def machine_open_reason(request: web.Request) -> str | None:
 async def open_pixel(request: web.Request) -> web.Response:
     response = web.Response(body=PIXEL, content_type="image/gif", headers=PIXEL_HEADERS)
     ids = request.app[TOKENS].opens.decode(request.match_info["token"])
-    if ids is None:
+    if ids is None or ids[0] == PLACEHOLDER_ID:
         return response  # a broken image would show; the pixel answers the same either way
-    reason = machine_open_reason(request)
+    who = client(request, request.app[SETTINGS].trusted_proxies)
+    reason = machine_open_reason(request, who.user_agent)
     event = Open(
         message_id=ids[0],
         at=now(),
         kind="bot" if reason else "human",
         reason=reason,
-        ip=truncated_ip(client_ip(request, request.app[SETTINGS].trusted_proxies)),
-        user_agent=request.headers.get("User-Agent"),
+        ip=who.ip,
+        user_agent=who.user_agent,
     )
     try:
         await request.app[RECORDER].record(event)

@@ -13,7 +13,7 @@ import asyncio
 import enum
 import logging
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import asyncpg
@@ -29,12 +29,16 @@ log = logging.getLogger(__name__)
 # reads that fast.
 TOO_SOON_SECONDS = 10
 TOO_SOON_REASON = f"within {TOO_SOON_SECONDS}s of delivery"
+# Tries at a batch before it is spooled: a restart of PostgreSQL breaks every kept connection
+# and every idle one in the pool; a new one is made after each connection error.
+WRITE_ATTEMPTS = 3
 
 
 class Outcome(enum.Enum):
     STORED = "stored"
     SPOOLED = "spooled"  # durable locally, replayed into the database later
     INVALID = "invalid"  # no such message/link pair: the request gets a 404
+    REFUSED = "refused"  # its values could not be stored, even without IP and agent: a 400
 
 
 def new_event_id() -> int:
@@ -146,6 +150,22 @@ async def write_events(conn: asyncpg.Connection, events: list[Click | Open]) -> 
     ]
 
 
+async def _write(conn: asyncpg.Connection, events: list[Click | Open]) -> list[Result]:
+    """write_events, committed on return."""
+    if all(isinstance(e, Click) for e in events):
+        # One statement is atomic on its own: no BEGIN/COMMIT round trips.
+        return await write_events(conn, events)
+    async with conn.transaction():
+        return await write_events(conn, events)
+
+
+def _described(exc: Exception) -> str:
+    """An error as logs may hold it: its class and SQLSTATE, never its text (the driver
+    quotes a statement's arguments, which are people's agents and addresses)."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return f"{type(exc).__name__} (SQLSTATE {sqlstate})" if sqlstate else type(exc).__name__
+
+
 class Recorder:
     def __init__(
         self,
@@ -234,34 +254,7 @@ class Recorder:
     async def _flush(self, batch: list[tuple[Click | Open, asyncio.Future]]) -> None:
         events = [event for event, _ in batch]
         metrics.BATCH_SIZE.observe(len(batch))
-        results = None
-        if not self.degraded:
-            conn = None
-            try:
-                conn = self._idle.pop() if self._idle else await self.pool.acquire(timeout=2)
-                if all(isinstance(e, Click) for e in events):
-                    # One statement is atomic on its own: no BEGIN/COMMIT round trips.
-                    results = await write_events(conn, events)  # committed
-                else:
-                    async with conn.transaction():
-                        written = await write_events(conn, events)
-                    results = written  # committed
-                self._idle.append(conn)
-            except Exception as exc:
-                # results is set only once the COMMIT returned. Set inside the transaction
-                # (as it once was), a COMMIT failing on a closed connection answered 302
-                # for clicks never stored: lost on a PostgreSQL restart.
-                if conn is not None:
-                    await self._give_back(conn)
-                if isinstance(exc, UNREACHABLE):
-                    log.warning("database unreachable (%s): spooling clicks locally", exc)
-                    self._enter_degraded()
-                else:  # a bug, not an outage: keep the links working
-                    log.exception("writing %d events failed", len(batch))
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    return
+        results = None if self.degraded else await self._store(events)
         if results is None:
             try:
                 await asyncio.to_thread(self.spool.append, [_to_spool_row(e) for e in events])
@@ -280,6 +273,64 @@ class Recorder:
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+    async def _store(self, events: list[Click | Open]) -> list[Result] | None:
+        """Write a batch to the database; None if it cannot be reached (the caller spools).
+
+        A connection PostgreSQL dropped (a restart: the kept ones are the first to find
+        out) is replaced and the batch written again before anything is spooled, so a
+        database that is up never costs a consenting person's IP and agent (a spooled
+        click keeps neither). Writing again is safe: events carry their own ids.
+        """
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            conn = None
+            try:
+                conn = self._idle.pop() if self._idle else await self.pool.acquire(timeout=2)
+                # results is set only once the COMMIT returned. Set inside the transaction
+                # (as it once was), a COMMIT failing on a closed connection answered 302
+                # for clicks never stored: lost on a PostgreSQL restart.
+                results = await self._write_batch(conn, events)
+            except UNREACHABLE as exc:
+                if conn is not None:
+                    # The other kept connections date from before the break too: the
+                    # next attempt takes a new one from the pool, which replaces closed ones.
+                    kept, self._idle = [conn, *self._idle], []
+                    for broken in kept:
+                        await self._give_back(broken)
+                # No connection to be had, or one that did not answer in time (asking a
+                # database that hangs again only keeps the clicks waiting longer).
+                if conn is None or attempt == WRITE_ATTEMPTS or isinstance(exc, TimeoutError):
+                    log.warning("database unreachable (%s): spooling clicks locally", exc)
+                    self._enter_degraded()
+                    return None
+                continue
+            self._idle.append(conn)
+            return results
+        raise AssertionError("unreachable")  # the loop returns on its last attempt
+
+    async def _write_batch(self, conn: asyncpg.Connection, events: list[Click | Open]) -> list:
+        """The batch in one statement (or transaction). If it fails on data, each event on
+        its own, so that one bad request never costs another person's click; an event that
+        fails alone once more without the two values its client chose (IP and agent); and
+        one that fails even so is refused (answered, never stored), not a 500."""
+        try:
+            return await _write(conn, events)
+        except UNREACHABLE:
+            raise
+        except Exception as exc:
+            failed = exc
+        if len(events) > 1:
+            log.warning(
+                "a batch of %d events failed (%s): writing them one by one",
+                len(events), _described(failed),
+            )  # fmt: skip
+            return [(await self._write_batch(conn, [event]))[0] for event in events]
+        (event,) = events
+        if event.ip is not None or event.user_agent is not None:
+            log.warning("an event failed (%s): writing it without IP and agent", _described(failed))
+            return await self._write_batch(conn, [replace(event, ip=None, user_agent=None)])
+        log.error("an event could not be stored and was refused: %s", _described(failed))
+        return [Result(Outcome.REFUSED)]
 
     def _enter_degraded(self) -> None:
         self.degraded = True

@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import secrets
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,10 +35,19 @@ class Spool:
 
     def _append(self, rows: list[list]) -> None:
         if self._file is None:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Spooled rows name messages, also of people without consent: readable by the
+            # tracker's own user only, folder included (a folder from an older version,
+            # made 0755, is tightened here).
+            if stat.S_IMODE(self.folder.stat().st_mode) & 0o077:
+                try:
+                    self.folder.chmod(0o700)
+                except PermissionError:  # someone else's folder: the files stay 0600
+                    pass
             name = f"{os.getpid()}-{secrets.token_hex(6)}{SUFFIX}"
             self._path = self.folder / name
-            self._file = open(self._path, "ab")
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL
+            self._file = os.fdopen(os.open(self._path, flags, 0o600), "ab")
             fcntl.flock(self._file, fcntl.LOCK_EX)
             _fsync_dir(self.folder)
         data = b"".join(json.dumps(row, separators=(",", ":")).encode() + b"\n" for row in rows)

@@ -14,6 +14,9 @@ from collections.abc import Sequence
 
 from tracker.hashid_codec import HashidCodec
 
+# The id that previews put in their tokens (mailer/preview.py): no message, link or recipient
+# has it, so whatever such a token reaches must answer as for no message at all.
+PLACEHOLDER_ID = 0
 TAG_BYTES = 12  # 96 bits; a multiple of 3, so its base64 needs no "=" padding
 _SEPARATOR = "."
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
