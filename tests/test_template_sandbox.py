@@ -124,3 +124,17 @@ async def test_a_hostile_template_in_the_database_is_refused_at_send(
     assert not marker.exists()
     assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
     assert mailbox.messages() == []
+
+
+async def test_a_runaway_template_is_not_tried_for_everyone(make_campaign, pool, add_recipients):
+    """Each try spends the whole budget: one is enough to refuse the campaign."""
+    await add_recipients("email\na@example.com\nb@example.com\nc@example.com\n")
+    with pytest.raises(TemplateProblem) as error:
+        await make_campaign(
+            HTML_BEFORE + "{% for i in range(99999) %}{% for j in range(99) %}{% endfor %}"
+            "{% endfor %}"
+        )
+    assert "c.html:3: RenderLimit" in str(error.value)
+    assert "for 1 recipient(s): a@example.com" in str(error.value)
+    assert "the others were not checked" in str(error.value)
+    assert await pool.fetchval("SELECT count(*) FROM campaigns") == 0
