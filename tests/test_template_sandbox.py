@@ -138,3 +138,23 @@ async def test_a_runaway_template_is_not_tried_for_everyone(make_campaign, pool,
     assert "for 1 recipient(s): a@example.com" in str(error.value)
     assert "the others were not checked" in str(error.value)
     assert await pool.fetchval("SELECT count(*) FROM campaigns") == 0
+
+
+async def test_what_templates_may_do_still_works(make_campaign, add_recipients, deliver, mailbox):
+    """Filters, loops, macros, namespaces, string methods and formatting are all allowed."""
+    await add_recipients("email,name,city\nann@example.com,Ann,Oslo\n")
+    html = (
+        "<p>{% macro em(x) %}<i>{{ x }}</i>{% endmacro %}{{ em(recipient.name|upper) }}"
+        "{% set ns = namespace(total=0) %}{% for n in range(1, 4) %}"
+        "{% set ns.total = ns.total + n %}{{ loop.cycle('a', 'b') }}{% endfor %}={{ ns.total }} "
+        "{{ '%s in %s' % (recipient.name, recipient.attributes.city) }}"
+        " {{ '{:,}'.format(1234567) }}"
+        " {{ recipient.email.split('@')[1] }} {{ recipient.attributes|dictsort|length }}</p>"
+    )
+    await make_campaign(html)
+    await deliver("c")
+    (message,) = mailbox.messages()
+    assert (
+        "<p><i>ANN</i>aba=6 Ann in Oslo 1,234,567 example.com 1</p>"
+        in message.get_body(("html",)).get_content()
+    )
