@@ -34,19 +34,25 @@ PIXEL_HTML = (
     '<img src="{url}" width="1" height="1" alt="" '
     'style="display:block;width:1px;height:1px;border:0" />'
 )
-_BODY_START = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
-_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+_ATTRIBUTES = r"""(?:[^>"']|"[^"]*"|'[^']*')*"""  # a '>' in a quoted value ends no tag
+_BODY_START = re.compile(rf"<body\b{_ATTRIBUTES}>", re.IGNORECASE)
+# What the HTML parser reads before the body: white space, comments, the doctype, <html>,
+# the head (with or without its tags: a <title>, <style> … straight after <html> is head).
+_BEFORE_BODY = re.compile(
+    rf"""(?:\s+|<!--.*?-->|<\?.*?>|<!doctype\b[^>]*>|<html\b{_ATTRIBUTES}>
+    |<head\b{_ATTRIBUTES}>.*?</head\s*>|<(?:meta|link|base)\b{_ATTRIBUTES}>
+    |<(title|style|script|noscript)\b{_ATTRIBUTES}>.*?</\1\s*>)*""",
+    re.IGNORECASE | re.DOTALL | re.VERBOSE,
+)
 
 
-def insert_after_body_start(html: str, snippet: str) -> str:
-    match = _BODY_START.search(html)
-    at = match.end() if match else 0
-    return html[:at] + snippet + html[at:]
-
-
-def insert_before_body_end(html: str, snippet: str) -> str:
-    matches = list(_BODY_END.finditer(html))
-    at = matches[-1].start() if matches else len(html)
+def insert_at_body_start(html: str, snippet: str) -> str:
+    """html with snippet where the body begins: right after the <body> tag, or without one
+    where the parser opens the body (after doctype, <html> and head; never before the
+    doctype, which would put browsers in quirks mode). Nothing else changes."""
+    at = _BEFORE_BODY.match(html).end()
+    if body := _BODY_START.match(html, at):
+        at = body.end()
     return html[:at] + snippet + html[at:]
 
 
@@ -236,16 +242,14 @@ class Composer:
         honeypot_id = await self.links.id_for(
             conn, f"{self.base_url}/", HONEYPOT_NAME, purpose="honeypot"
         )
-        honeypot = HONEYPOT_HTML.format(
+        markers = HONEYPOT_HTML.format(
             url=f"{self.base_url}/c/{self.tokens.click.encode(message_id, honeypot_id)}"
         )
-        html = insert_after_body_start(html, honeypot)
         if recipient.tracking_consent:
-            pixel = PIXEL_HTML.format(
+            markers += PIXEL_HTML.format(
                 url=f"{self.base_url}/o/{self.tokens.opens.encode(message_id)}.gif"
             )
-            html = insert_before_body_end(html, pixel)
-        return html
+        return insert_at_body_start(html, markers)
 
     def preferences_url(self, recipient_id: int) -> str:
         return f"{self.base_url}/p/{self.tokens.preferences.encode(recipient_id)}"

@@ -153,32 +153,56 @@ def parse_from_address(value: str) -> Address:
     return addresses[0]
 
 
-def body_transfer(text: str) -> tuple[tuple[str, object], str]:
+def body_transfer(text: str, *, ends_message: bool = False) -> tuple[tuple[str, object], str]:
     """(Content-Transfer-Encoding header, payload) of a UTF-8 text body.
 
-    Lines are normalised as EmailMessage.set_content does. Plain ASCII in lines of at
-    most MAX_LINE characters travels as it is (7bit): an email builder's HTML mostly
-    is, and then needs no encoding (b2a_qp runs at ~80 MB/s: ~0.4 ms per 30 KB).
-    Anything else is quoted-printable by binascii's C encoder, ~4x faster than the
-    email package's own: it escapes '=', non-ASCII bytes, trailing spaces and tabs,
+    The decoded body is the text, line breaks read as CRLF (the canonical form of text):
+    lines are split at CR and LF as EmailMessage.set_content does, and no line break is
+    added. One before a boundary belongs to the boundary (RFC 2046 5.1.1); a body that
+    ends the message (ends_message) and has no final line break ends in a quoted-printable
+    soft break instead, since SMTP ends the data with one.
+
+    Plain ASCII in lines of at most MAX_LINE characters travels as it is (7bit): an email
+    builder's HTML mostly is, and then needs no encoding (b2a_qp runs at ~80 MB/s: ~0.4 ms
+    per 30 KB). Anything else is quoted-printable by binascii's C encoder, ~4x faster than
+    the email package's own: it escapes '=', non-ASCII bytes, trailing spaces and tabs,
     and a line that is a lone '.', and breaks lines over 76 characters.
     """
-    lines = text.encode("utf-8").splitlines()
-    body = b"\n".join(lines) + b"\n"
+    encoded = text.encode("utf-8")
+    lines = encoded.splitlines()
+    body = b"\n".join(lines)
+    open_end = bool(body) and not encoded.endswith((b"\n", b"\r"))
+    if not open_end:
+        body += b"\n" if lines else b""
     if (
-        max(map(len, lines), default=0) <= MAX_LINE
+        not (open_end and ends_message)
+        and max(map(len, lines), default=0) <= MAX_LINE
         and not body.translate(None, _SEVEN_BIT_BYTES)  # C speed: a regex took 0.4 ms
         and not body.startswith(b"From ")
         and b"\nFrom " not in body
         and _BOUNDARY_BYTES not in body
     ):
         return _SEVEN_BIT, body.decode("ascii")
-    return _QUOTED_PRINTABLE, binascii.b2a_qp(body, istext=True).decode("ascii")
+    payload = binascii.b2a_qp(body, istext=True).decode("ascii")
+    if open_end and ends_message:
+        payload = _soft_break_at_end(payload)
+    return _QUOTED_PRINTABLE, payload
 
 
-def _text_part(message: MIMEPart, text: str, subtype: str) -> None:
+def _soft_break_at_end(payload: str) -> str:
+    """Quoted-printable text ending in a soft line break ('=' and a line break: nothing)."""
+    head, _, last = payload.rpartition("\n")
+    if len(last) >= 76:  # room for the '=' (b2a_qp writes at most 76 per line)
+        # Its last character, or escape, goes on a line of its own ('=' starts an escape:
+        # a literal one is written '=3D').
+        cut = len(last) - 3 if last[-3] == "=" else len(last) - 1
+        last = last[:cut] + "=\n" + last[cut:]
+    return (head + "\n" if head else "") + last + "=\n"
+
+
+def _text_part(message: MIMEPart, text: str, subtype: str, *, ends_message: bool) -> None:
     message.set_raw(*_TEXT_TYPES[subtype])
-    encoding, payload = body_transfer(text)
+    encoding, payload = body_transfer(text, ends_message=ends_message)
     message.set_raw(*encoding)
     message.set_payload(payload)
 
@@ -225,12 +249,12 @@ def build_message(
     msg.set_raw(*_ONE_CLICK)
     msg.set_raw(*_MIME_VERSION)
     if html is None:
-        _text_part(msg, text, "plain")
+        _text_part(msg, text, "plain", ends_message=True)
         return msg
     msg.set_raw(*_ALTERNATIVE)
     for body, subtype in ((text, "plain"), (html, "html")):
         part = MIMEPart(policy=POLICY)
-        _text_part(part, body, subtype)
+        _text_part(part, body, subtype, ends_message=False)
         msg.attach(part)
     return msg
 

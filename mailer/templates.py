@@ -9,10 +9,13 @@ from typing import Any
 
 import html2text
 import jinja2
+from jinja2 import nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from mailer.layout_links import LayoutLinks
 from mailer.rewrite import LinkSpot, find_links
 from mailer.text_part import Layout, TextPart
+from tracker.errors import TemplateProblem
 
 # Layout tables become plain paragraphs; links stay visible as URLs.
 _TEXT_GENERATOR_OPTIONS = {
@@ -59,7 +62,9 @@ class TemplateError:
         return f"{self.where}: {self.message}"
 
 
-class RenderFailed(Exception):
+class RenderFailed(TemplateProblem):
+    """A template failed for one recipient (one line, wherever it is rendered)."""
+
     def __init__(self, error: TemplateError):
         super().__init__(str(error))
         self.error = error
@@ -73,12 +78,113 @@ class Rendered:
     layout: Layout | None = None  # how the HTML was put together, for TextPart
 
 
-def _environment(sources: dict[str, str], *, autoescape: bool) -> jinja2.Environment:
-    environment = jinja2.Environment(
+# What one render of a template (subject, HTML or text) may spend: a
+# template that loops for ever or writes without end fails like any other template error,
+# with its file and line, instead of holding up `campaign create` or a worker. Steps are
+# calls and loop iterations; an email builder's newsletter takes a few thousand.
+MAX_RENDER_STEPS = 1_000_000
+MAX_RENDER_CHARS = 10_000_000
+# `**` and `*` on integers stop here: a few squarings in a loop would otherwise make a number
+# whose every further operation takes minutes.
+MAX_INT_BITS = 65_536
+_COUNTED_LOOP = "fairclick_counted_loop"  # the filter every {% for %} iterates through
+
+
+class RenderLimit(Exception):
+    """A template went past MAX_RENDER_STEPS or MAX_RENDER_CHARS."""
+
+
+class _Budget:
+    """What the current render may still spend; shared by a campaign's environments."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.steps = MAX_RENDER_STEPS
+        self.chars = MAX_RENDER_CHARS
+
+    def step(self) -> None:
+        self.steps -= 1
+        if self.steps < 0:
+            raise RenderLimit(
+                f"more than {MAX_RENDER_STEPS:,} steps (calls and loop iterations): "
+                "a loop that does not end?"
+            )
+        if self.chars < 0:
+            raise RenderLimit(f"more than {MAX_RENDER_CHARS:,} characters of output")
+
+
+class _CampaignEnvironment(ImmutableSandboxedEnvironment):
+    """Jinja's sandbox (no underscore attributes, no unsafe calls, no changing lists or
+    dicts, ranges of at most 100,000), with a budget per render.
+
+    Whoever can write a campaign, or its row in the database, must not be able to run code,
+    read the signing key, or stop the sender.
+    """
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self, budget: _Budget, **options):
+        super().__init__(**options)
+        self.budget = budget
+        self.filters[_COUNTED_LOOP] = self._counted
+        self.concat = self._concat
+
+    def _parse(self, source, name, filename):
+        # Every loop iterates through _counted, so no loop runs past the budget; the twin in
+        # text_part parses through here too.
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Filter(
+                loop.iter, _COUNTED_LOOP, [], [], None, None, lineno=loop.iter.lineno
+            )
+        return tree
+
+    def _counted(self, iterable):
+        step = self.budget.step
+        for item in iterable:
+            step()  # raised here, inside the template's loop: the error names its line
+            yield item
+
+    def _concat(self, chunks) -> str:
+        out = []
+        for chunk in chunks:
+            out.append(chunk)
+            self.budget.chars -= len(chunk)  # the next loop step stops an overrun
+        if self.budget.chars < 0:
+            self.budget.step()  # output without a loop: stopped once it is done
+        return "".join(out)
+
+    def call(self, context, obj, /, *args, **kwargs):
+        self.budget.step()
+        return super().call(context, obj, *args, **kwargs)
+
+    def call_binop(self, context, operator, left, right):
+        numbers = isinstance(left, int) and isinstance(right, int)
+        if operator == "**" and numbers and right > 0 and abs(left) > 1:
+            if abs(left).bit_length() * right > MAX_INT_BITS:
+                raise RenderLimit(f"{left} ** {right} is too large a number")
+        elif operator == "*" and numbers:
+            if left.bit_length() + right.bit_length() > MAX_INT_BITS:
+                raise RenderLimit("a product too large")
+        elif operator == "*":
+            count, repeated = (right, left) if isinstance(right, int) else (left, right)
+            if isinstance(count, int) and isinstance(repeated, str | list | tuple):
+                if len(repeated) * count > MAX_RENDER_CHARS:
+                    raise RenderLimit(f"a repetition longer than {MAX_RENDER_CHARS:,}")
+        return super().call_binop(context, operator, left, right)
+
+
+def _environment(
+    sources: dict[str, str], *, autoescape: bool, budget: _Budget
+) -> _CampaignEnvironment:
+    environment = _CampaignEnvironment(
+        budget,
         loader=_SourceLoader(sources),
         # HTML is autoescaped; the subject and text parts are plain text, where escaping
         # would put "&amp;" into what the reader sees.
-        autoescape=autoescape,  # noqa: S701
+        autoescape=autoescape,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
@@ -120,11 +226,12 @@ class CampaignTemplates:
         self.text_filename = text_filename
         subject_name = "subject"
         errors = []
-        html_env = _environment({html_filename: html}, autoescape=True)
+        self._budget = _Budget()
+        html_env = _environment({html_filename: html}, autoescape=True, budget=self._budget)
         plain_sources = {subject_name: subject}
         if text is not None:
             plain_sources[text_filename or "text"] = text
-        plain_env = _environment(plain_sources, autoescape=False)
+        plain_env = _environment(plain_sources, autoescape=False, budget=self._budget)
         compiled = {}
         for env, name in [(html_env, html_filename), *((plain_env, n) for n in plain_sources)]:
             try:
@@ -156,6 +263,7 @@ class CampaignTemplates:
         """Render for one recipient; raises RenderFailed naming file and line."""
         parts = {}
         layout = None
+        self._budget.reset()
         if self.text_part is not None and (twin := self.text_part.render(context)) is not None:
             parts["html"], layout = twin
         for key, template, filename in (
@@ -165,6 +273,7 @@ class CampaignTemplates:
         ):
             if template is None or key in parts:
                 continue
+            self._budget.reset()  # after the twin too: a failed twin leaves it spent
             try:
                 parts[key] = template.render(context)
             except Exception as exc:  # any error inside a template is the template's problem

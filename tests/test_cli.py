@@ -366,3 +366,22 @@ async def test_preview_prints_the_message_and_says_its_links_are_placeholders(
     assert "Subject: Hello" in result.stdout and "/c/" in result.stdout
     assert "Traceback" not in result.stderr
     assert "placeholder tokens" in result.stderr and "record nothing" in result.stderr
+
+
+async def test_preview_of_a_hostile_stored_template_is_one_line_and_runs_nothing(
+    fairclick, add_recipients, pool, tmp_path
+):
+    """A template put into the database directly, past `campaign create`'s sandbox check."""
+    await add_recipients(PEOPLE)
+    marker = tmp_path / "ran"
+    html = f"<p>Hi</p>\n{{{{ cycler.__init__.__globals__.os.popen('touch {marker}').read() }}}}"
+    await pool.execute(
+        "INSERT INTO campaigns (name, subject_template, from_address, html_template,"
+        " html_filename) VALUES ('hostile', 'Hi', 'news@example.com', $1, 'hostile.html')",
+        html,
+    )
+    result = fairclick(
+        "preview", "hostile", "--to", "ann@example.com", FAIRCLICK_BASE_URL="https://t.example.com"
+    )
+    assert "hostile.html:2: SecurityError" in one_line_error(result)
+    assert not marker.exists()
