@@ -319,7 +319,9 @@ async def test_a_message_that_cannot_be_built_is_logged_without_the_address(
     await add_recipients("email,name\nann@example.com,Ann\nzed@example.com,Zed\n")
     # An address no header can carry (stored by an older version, say): that message fails
     # alone. (A name with line breaks is mended into one line: test_message.py.)
-    await pool.execute("UPDATE recipients SET email = 'zed\r\nBcc: x@example.com' WHERE name = 'Zed'")
+    await pool.execute(
+        "UPDATE recipients SET email = 'zed\r\nBcc: x@example.com' WHERE name = 'Zed'"
+    )
     await make_campaign(HTML)
     progress = await send_campaign(pool, settings, "c")
     assert (progress.counts["failed"], progress.counts["sent"]) == (1, 1)
