@@ -10,7 +10,7 @@ import sys
 import time
 
 import aiohttp
-from conftest import BROWSER_AGENT, TEST_KEY
+from conftest import BROWSER_AGENT, TEST_KEY, free_port
 from helpers import tracked_links
 
 
@@ -23,8 +23,10 @@ async def test_two_workers_share_the_port_and_flush_on_sigterm(
     await make_campaign('<a href="https://example.com/x">x</a>')
     await deliver("c")
     links = [tracked_links(m.get_body(("html",)).get_content())[0] for m in mailbox.messages()]
+    ops = free_port()
     env = {
         **os.environ,
+        "FAIRCLICK_OPS_LISTEN": f"127.0.0.1:{ops}",
         "FAIRCLICK_DATABASE_URL": db_url,
         "FAIRCLICK_SECRET_KEY": TEST_KEY.decode(),
         "FAIRCLICK_DATA_DIR": str(tmp_path / "data"),
@@ -56,6 +58,8 @@ async def test_two_workers_share_the_port_and_flush_on_sigterm(
                         statuses.append(response.status)
             assert statuses == [302] * 20
             async with http.get(f"{base}/metrics") as response:
+                assert response.status == 404  # for operators only, on their own listener
+            async with http.get(f"http://127.0.0.1:{ops}/metrics") as response:
                 text = await response.text()
         human = re.search(r'fairclick_clicks_total\{kind="human",outcome="stored"\} (\S+)', text)
         assert human and float(human[1]) == 20.0  # merged over both workers
