@@ -7,6 +7,7 @@ the requests are written byte for byte to the real server on loopback.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 import pytest
@@ -65,6 +66,15 @@ async def test_request_headers_are_capped_with_a_clear_refusal(
     assert fields["Server"] == "fairclick"
     # The refusal cost nobody else anything: the next request is answered as usual.
     assert (await send(tracker_port))[0] == 200
+
+
+async def test_a_malformed_request_leaves_no_traceback_in_the_log(tracker, tracker_port, caplog):
+    """Answered 400 and forgotten: the client's mistake, and the log line named its address."""
+    caplog.set_level(logging.DEBUG)
+    assert (await send(tracker_port, headers=many(100, 8000)))[0] == 400
+    assert (await send(tracker_port, headers=b"Bad Header\r\n"))[0] == 400
+    # (The access log, at INFO, is the click path's business: it is not shown by `serve`.)
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
 
 
 async def test_a_click_with_a_large_but_plausible_header_is_not_refused(tracker, tracker_port):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web, web_response
+from aiohttp.http_exceptions import HttpProcessingError
 
 # aiohttp names itself and Python with their versions on every response ("Python/3.11
 # aiohttp/3.x"), which only tells an attacker which advisories to try. It sets the header
@@ -16,6 +19,22 @@ MAX_FIELD_SIZE = 8190  # bytes per header field (aiohttp's default, kept explici
 # All header fields together, like nginx's default (4 buffers of 8 KB): 431 past it.
 # Generous, because a click must not be refused for the cookies of a parent domain.
 MAX_HEADER_BYTES = 32 * 1024
+
+
+class _MalformedRequests(logging.Filter):
+    """Drops aiohttp's report of a request it could not parse (and answered 400).
+
+    It is the client's mistake, not ours: a traceback per malformed request would bury
+    real errors, and its first line names the client's address.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], HttpProcessingError))
+
+
+# aiohttp's connection handler logs through this logger instead of "aiohttp.server".
+CONNECTION_LOG = logging.getLogger("tracker.connections")
+CONNECTION_LOG.addFilter(_MalformedRequests())
 
 
 @web.middleware
@@ -39,7 +58,11 @@ def hardened_app(middlewares=()) -> web.Application:
     """An application with the header limits and the headers every response carries."""
     app = web.Application(
         middlewares=[header_limit, *middlewares],
-        handler_args={"max_headers": MAX_HEADERS, "max_field_size": MAX_FIELD_SIZE},
+        handler_args={
+            "max_headers": MAX_HEADERS,
+            "max_field_size": MAX_FIELD_SIZE,
+            "logger": CONNECTION_LOG,
+        },
     )
     app.on_response_prepare.append(_security_headers)
     return app
