@@ -51,6 +51,7 @@ def cmd_serve(args, settings: Settings) -> int:
     from aiohttp import web
 
     from tracker.app import create_app
+    from tracker.operators import for_operators
 
     async def check() -> None:
         async with connected(settings, check_schema=False) as pool, pool.acquire() as conn:
@@ -59,10 +60,11 @@ def cmd_serve(args, settings: Settings) -> int:
             await schema.ensure_current(conn)
 
     asyncio.run(check())
+    operators = f"; for operators: {for_operators(settings)}"
     if args.workers > 1:
         from fairclick.workers import serve_workers
 
-        return serve_workers(args.host, args.port, args.workers)
+        return serve_workers(args.host, args.port, args.workers, operators)
     # run_app stops on SIGINT and SIGTERM: it stops accepting, finishes the requests in
     # hand, then the app's cleanup flushes every queued click before the process exits.
     web.run_app(
@@ -70,14 +72,16 @@ def cmd_serve(args, settings: Settings) -> int:
         host=args.host,
         port=args.port,
         reuse_port=args.reuse_port,
-        print=None if args.quiet else _serving(args),
+        print=None if args.quiet else _serving(args, operators),
     )
     return 0
 
 
-def _serving(args):
+def _serving(args, note: str):
     def announce(_text: str) -> None:
-        print(f"fairclick tracker on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
+        print(
+            f"fairclick tracker on http://{args.host}:{args.port} (Ctrl-C stops){note}", flush=True
+        )
 
     return announce
 

@@ -18,6 +18,7 @@ from tracker.app import create_app
 from tracker.bots import BURST_LINKS, BURST_SECONDS
 from tracker.database import create_pool, database_url
 from tracker.errors import FairclickError
+from tracker.operators import for_operators
 from tracker.pages import templates_dir
 from tracker.recipients import import_recipients
 from tracker.recorder import TOO_SOON_SECONDS
@@ -91,6 +92,7 @@ async def _print_guide(pool, settings: Settings, mail_dir) -> None:
     print()
     print(f"tracker:          {settings.base_url}")
     print(f"captured emails:  {mail_dir}")
+    print(f"for operators:    {for_operators(settings)}")
     if example:
         token = tokens.click.encode(example["message_id"], example["link_id"])
         link = f"{settings.base_url}/c/{token}"

@@ -3,7 +3,9 @@
 The parent only supervises: it starts the workers, restarts one that dies, and on
 SIGTERM/SIGINT passes the signal on and waits for each to flush and exit.
 Workers share nothing but PostgreSQL (and the data dir's spool folder, whose
-files any worker may replay).
+files any worker may replay). Only the first worker serves the operators' listener
+(FAIRCLICK_OPS_LISTEN): its /metrics merges all workers' counters through
+PROMETHEUS_MULTIPROC_DIR.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ RESTART_PAUSE_SECONDS = 1.0
 STOP_TIMEOUT_SECONDS = 90
 
 
-def serve_workers(host: str, port: int, count: int) -> int:
+def serve_workers(host: str, port: int, count: int, note: str = "") -> int:
     # Prometheus counters of all workers are merged through files in this folder.
     metrics_dir = tempfile.mkdtemp(prefix="fairclick-metrics-")
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
@@ -28,8 +30,10 @@ def serve_workers(host: str, port: int, count: int) -> int:
     command += ["--port", str(port), "--reuse-port", "--quiet"]
     stopping = False
 
-    def start_worker() -> subprocess.Popen:
-        return subprocess.Popen(command, env=env)  # noqa: S603 - our own interpreter and args
+    def start_worker(index: int) -> subprocess.Popen:
+        # One operators' listener for all: the others would only find its port taken.
+        own = env if index == 0 else {**env, "FAIRCLICK_OPS_LISTEN": "off"}
+        return subprocess.Popen(command, env=own)  # noqa: S603 - our own interpreter and args
 
     def stop(signum, _frame):
         nonlocal stopping
@@ -38,9 +42,10 @@ def serve_workers(host: str, port: int, count: int) -> int:
             if worker.poll() is None:
                 worker.send_signal(signal.SIGTERM)
 
-    workers = [start_worker() for _ in range(count)]
+    workers = [start_worker(i) for i in range(count)]
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    print(f"fairclick tracker on http://{host}:{port}, {count} workers (Ctrl-C stops)", flush=True)
+    announce = f"fairclick tracker on http://{host}:{port}, {count} workers (Ctrl-C stops)"
+    print(announce + note, flush=True)
     try:
         while not stopping:
             for i, worker in enumerate(workers):
@@ -52,7 +57,7 @@ def serve_workers(host: str, port: int, count: int) -> int:
                         flush=True,
                     )
                     time.sleep(RESTART_PAUSE_SECONDS)
-                    workers[i] = start_worker()
+                    workers[i] = start_worker(i)
             time.sleep(0.2)
         codes = []
         for worker in workers:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import asyncpg
@@ -9,14 +10,18 @@ import asyncpg
 from mailer.compose import Recipient, template_context
 from mailer.message import parse_from_address
 from mailer.queries import SQL
+from mailer.rewrite import find_links
 from mailer.templates import (
     CampaignTemplates,
     CompileFailed,
+    Rendered,
     RenderFailed,
     RenderLimit,
     TemplateError,
 )
+from mailer.text_links import find_text_links
 from tracker.errors import FairclickError, NotFound, TemplateProblem
+from tracker.targets import idna_location
 
 # Used to check templates when nobody is on the list yet.
 SAMPLE_RECIPIENT = Recipient(0, "sample@example.com", "Sample Recipient", "html", False, {})
@@ -57,7 +62,7 @@ def check_renders(
     for recipient in recipients:
         context = template_context(recipient, campaign_name, preferences_url(recipient))
         try:
-            templates.render(context)
+            rendered = templates.render(context)
         except RenderFailed as exc:
             failures.setdefault(exc.error, []).append(recipient.email)
             if isinstance(exc.__cause__, RenderLimit):
@@ -65,6 +70,9 @@ def check_renders(
                 # long list would hold the command for hours.
                 stopped = "\n(the others were not checked: the template runs past its limits)"
                 break
+            continue
+        for error in _unredirectable_links(templates, rendered):
+            failures.setdefault(error, []).append(recipient.email)
     if failures:
         lines = []
         for error, emails in failures.items():
@@ -72,6 +80,31 @@ def check_renders(
             more = f" and {len(emails) - MAX_LISTED} more" if len(emails) > MAX_LISTED else ""
             lines.append(f"{error}\n    for {len(emails)} recipient(s): {shown}{more}")
         raise TemplateProblem("the campaign does not render:\n" + "\n".join(lines) + stopped)
+
+
+# A URL whose host may not be ASCII: written so, or as a character reference (&#20363;).
+_MAYBE_IDN_HOST = re.compile(r"://[^/?#\s\"'<>&\x80-\U0010ffff]*[&\x80-\U0010ffff]")
+
+
+def _unredirectable_links(templates: CampaignTemplates, rendered: Rendered) -> list[TemplateError]:
+    """Links the tracker could not send anyone to: a host with no IDNA form (☃.net).
+
+    Refused now, before the link is registered, rather than found out at a click. Only a
+    message with a host that may not be ASCII is searched: most have none.
+    """
+    links = []  # (file, url)
+    if _MAYBE_IDN_HOST.search(rendered.html):
+        links += [(templates.html_filename, spot.url) for spot in find_links(rendered.html)]
+    if rendered.text and _MAYBE_IDN_HOST.search(rendered.text):
+        text_file = templates.text_filename or "text"
+        links += [(text_file, url) for _, _, url in find_text_links(rendered.text)]
+    errors = []
+    for filename, url in links:
+        try:
+            idna_location(url)
+        except ValueError as exc:
+            errors.append(TemplateError(filename, f"the link {url} cannot be followed: {exc}"))
+    return errors
 
 
 async def subscribed_recipients(conn: asyncpg.Connection) -> list[Recipient]:

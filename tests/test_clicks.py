@@ -14,6 +14,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from tracker.consent import change_choices, erase
+from tracker.errors import TemplateProblem
 from tracker.reports import campaign_report
 from tracker.tokens import TAG_BYTES, TokenCodec, Tokens
 
@@ -114,6 +115,52 @@ async def test_head_requests_count_as_bots(pool, tracker, http, sent):
 async def test_location_is_percent_encoded(tracker, http, sent):
     status, location = await click(http, sent["yes@example.com"][1])
     assert status == 302 and location == "https://example.com/%C3%BC?q=1%202"
+
+
+IDN_LINKS = {  # as written in the template -> as it must come back in Location
+    "https://例え.jp/パス?q=値#top": "https://xn--r8jz45g.jp/%E3%83%91%E3%82%B9?q=%E5%80%A4#top",
+    # IDNA 2008 keeps ß (Python's IDNA 2003 codec would send the reader to fass.de).
+    "https://faß.de/": "https://xn--fa-hia.de/",
+    "https://user:pw@Bücher.example:8443/a%20b?x=%C3%BC&y=ü": (
+        "https://user:pw@xn--bcher-kva.example:8443/a%20b?x=%C3%BC&y=%C3%BC"
+    ),
+    "https://&#20363;&#12360;.jp/": "https://xn--r8jz45g.jp/",  # a character reference
+    "http://[::1]:8080/ü": "http://[::1]:8080/%C3%BC",
+}
+
+
+async def test_an_internationalised_host_comes_back_in_idna(
+    pool, tracker, http, mailbox, add_recipients, make_campaign, deliver
+):
+    """RFC 3986 §3.2.2: hosts in IDNA; path and query percent-encoded once, as UTF-8."""
+    await add_recipients("email,tracking_consent\nyes@example.com,yes\n")
+    await make_campaign("".join(f'<a href="{url}">x</a>' for url in IDN_LINKS))
+    await deliver("c")
+    (message,) = mailbox.messages()
+    links = tracked_links(message.get_body(("html",)).get_content())
+    locations = [(await click(http, link))[1] for link in links]
+    assert locations == list(IDN_LINKS.values())
+
+
+async def test_a_host_with_no_idna_form_is_refused_before_sending_and_never_fails_a_click(
+    pool, settings, tracker, http, sent, make_campaign, deliver
+):
+    with pytest.raises(TemplateProblem) as refused:
+        await make_campaign('<a href="https://☃.net/snow">snow</a>', name="snow")
+    assert "snow.html: the link https://☃.net/snow cannot be followed" in str(refused.value)
+    assert "for 2 recipient(s)" in str(refused.value)
+    assert await pool.fetchval("SELECT count(*) FROM campaigns WHERE name = 'snow'") == 0
+    # A per-recipient host is only known when rendering for each: `send` checks it then.
+    await make_campaign('<a href="https://{{ recipient.name }}.example/">you</a>', name="you")
+    await pool.execute("UPDATE recipients SET name = '☃' WHERE email = 'no@example.com'")
+    with pytest.raises(TemplateProblem, match=r"for 1 recipient\(s\): no@example\.com"):
+        await deliver("you")
+    you = await pool.fetchval("SELECT id FROM campaigns WHERE name = 'you'")
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE campaign_id = $1", you) == 0
+    # A link stored before hosts were checked still redirects, as it always did.
+    link = sent["yes@example.com"][0]
+    await pool.execute("UPDATE links SET url = 'https://☃.net/snow' WHERE url LIKE '%/a'")
+    assert await click(http, link) == (302, "https://%E2%98%83.net/snow")
 
 
 async def test_a_signed_token_across_campaigns_does_not_redirect(

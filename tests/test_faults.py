@@ -325,7 +325,8 @@ async def test_consent_withdrawn_on_one_server_is_honoured_by_another(
     recipient = await pool.fetchval("SELECT id FROM recipients")
     form = {"format": "html", "tracking": "no", "subscribed": "yes"}
     page = f"{a.base}/p/{TOKENS.preferences.encode(recipient)}"
-    async with http.post(page, data=form, allow_redirects=False) as response:
+    origin = {"Origin": a.base}  # what a browser sends with the page's form
+    async with http.post(page, data=form, headers=origin, allow_redirects=False) as response:
         assert response.status == 303
     async with http.get(on_b[1], headers=agent, allow_redirects=False) as response:
         assert response.status == 302

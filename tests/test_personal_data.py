@@ -81,7 +81,10 @@ async def people(pool, mailbox, add_recipients, make_campaign, deliver, tracker,
         (pixel,) = pixels(mail[who])
         assert (await get(http, pixel, **{"User-Agent": AGENTS[who]}))[0] == 200
     form = {"format": "html", "tracking": "no", "subscribed": "yes"}
-    async with http.post(page_url(settings, ids["ann@example.com"]), data=form) as resp:
+    headers = {"Origin": settings.base_url}
+    async with http.post(
+        page_url(settings, ids["ann@example.com"]), data=form, headers=headers
+    ) as resp:
         assert resp.status == 200  # after the redirect to ?saved=1
     # Without consent now: counted, but not linked to Ann.
     assert (await get(http, ann_b, **{"User-Agent": AGENTS["ann@example.com"]}))[0] == 302
@@ -212,7 +215,8 @@ async def test_download_holds_the_persons_data_and_nobody_elses(people, settings
         assert bobs not in text
     assert await everything(pool) == before  # GET changes nothing
 
-    _, _, body = await download(http, page_url(settings, people["bob@example.com"], "/data"))
+    bobs = page_url(settings, people["bob@example.com"], "/data")
+    _, _, body = await download(http, bobs, origin=settings.base_url)
     bob = json.loads(body)
     assert bob["recipient"]["email"] == "bob@example.com"
     assert [(c["url"], c["user_agent"]) for c in bob["clicks"]] == [
@@ -248,10 +252,11 @@ async def test_preference_page_links_to_download_and_erase(people, settings, htt
 async def test_bad_token_gets_404_and_changes_nothing(people, settings, pool, http, kind, endpoint):
     token = bad_tokens(settings, people["ann@example.com"])[kind]
     before = await everything(pool)
+    origin = {"Origin": settings.base_url}
     if endpoint == "download":
-        request = http.post(f"{settings.base_url}/p/{token}/data")
+        request = http.post(f"{settings.base_url}/p/{token}/data", headers=origin)
     else:
-        request = http.post(f"{settings.base_url}/p/{token}/erase", data=CONFIRMED)
+        request = http.post(f"{settings.base_url}/p/{token}/erase", data=CONFIRMED, headers=origin)
     async with request as resp:
         assert resp.status == 404
         assert resp.content_type == "text/html"
@@ -304,7 +309,7 @@ async def test_erase_without_confirmation_is_refused_and_erases_nothing(
 async def test_erase_with_a_body_that_is_not_a_form_is_refused(people, settings, pool, http):
     before = await everything(pool)
     url = page_url(settings, people["ann@example.com"], "/erase")
-    headers = {"Content-Type": "multipart/form-data; boundary=x"}
+    headers = {"Content-Type": "multipart/form-data; boundary=x", "Origin": settings.base_url}
     async with http.post(url, data=b"--x\r\nconfirm=yes\r\n", headers=headers) as resp:
         assert resp.status == 400
         assert "Nothing was erased" in await resp.text()
@@ -345,7 +350,7 @@ async def test_erase_removes_the_person_and_keeps_anonymous_counts(people, setti
     anns_messages, bobs_messages = await message_ids(pool, ann), await message_ids(pool, bob)
     assert await traces(pool, ann, "ann@example.com", anns_messages) != NOTHING
     bob_before = await traces(pool, bob, "bob@example.com", bobs_messages)
-    bob_data = (await download(http, page_url(settings, bob, "/data")))[2]
+    bob_data = (await download(http, page_url(settings, bob, "/data"), settings.base_url))[2]
     async with pool.acquire() as conn:
         report_before = await campaign_report(conn, "spring")
 
@@ -373,14 +378,16 @@ async def test_erase_removes_the_person_and_keeps_anonymous_counts(people, setti
         assert after["anonymous"] == before["anonymous"] + 1, what
     assert await traces(pool, bob, "bob@example.com", bobs_messages) == bob_before
     assert (
-        json.loads((await download(http, page_url(settings, bob, "/data")))[2])["clicks"]
+        json.loads((await download(http, page_url(settings, bob, "/data"), settings.base_url))[2])[
+            "clicks"
+        ]
         == (json.loads(bob_data)["clicks"])
     )
 
     # Her token now leads nowhere, like any unknown one.
     assert (await get(http, page_url(settings, ann)))[0] == 404
-    assert (await download(http, page_url(settings, ann, "/data")))[0] == 404
-    async with http.post(url, data=CONFIRMED) as resp:
+    assert (await download(http, page_url(settings, ann, "/data"), settings.base_url))[0] == 404
+    async with http.post(url, data=CONFIRMED, headers={"Origin": settings.base_url}) as resp:
         assert resp.status == 404
 
 
@@ -390,7 +397,10 @@ async def test_erasure_from_the_page_leaves_what_the_command_line_leaves(
     """Ann erased on her page, Bob with `fairclick erase`'s function: the same is left."""
     ann, bob = people["ann@example.com"], people["bob@example.com"]
     anns_messages, bobs_messages = await message_ids(pool, ann), await message_ids(pool, bob)
-    async with http.post(page_url(settings, ann, "/erase"), data=CONFIRMED) as resp:
+    headers = {"Origin": settings.base_url}
+    async with http.post(
+        page_url(settings, ann, "/erase"), data=CONFIRMED, headers=headers
+    ) as resp:
         assert resp.status == 200
     async with pool.acquire() as conn:
         assert await erase(conn, " BOB@example.com")

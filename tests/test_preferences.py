@@ -26,6 +26,11 @@ async def people(add_recipients, pool, tracker):
     return {r["email"]: r["id"] for r in await pool.fetch("SELECT id, email FROM recipients")}
 
 
+def own(settings) -> dict[str, str]:
+    """What a browser posting the page's own form sends: our Origin."""
+    return {"Origin": settings.base_url}
+
+
 def page_url(settings, recipient_id: int) -> str:
     token = Tokens(settings.secret_keys).preferences.encode(recipient_id)
     return f"{settings.base_url}/p/{token}"
@@ -112,7 +117,7 @@ async def test_form_post_changes_and_logs_each_change(
     last = await pool.fetchval("SELECT max(id) FROM consent_events")
     bob_before = await pool.fetchrow("SELECT * FROM recipients WHERE id = $1", bob)
     url = page_url(settings, ann)
-    async with http.post(url, data=form, allow_redirects=False) as resp:
+    async with http.post(url, data=form, headers=own(settings), allow_redirects=False) as resp:
         assert resp.status == 303
         assert resp.headers["Location"] == url.removeprefix(settings.base_url) + "?saved=1"
     assert await choices(pool, ann) == after
@@ -128,7 +133,7 @@ async def test_resubscribe_after_unsubscribing_is_logged(people, settings, pool,
     url = page_url(settings, ann)
     for subscribed in ("no", "yes"):
         form = {"format": "html", "tracking": "yes", "subscribed": subscribed}
-        async with http.post(url, data=form, allow_redirects=False) as resp:
+        async with http.post(url, data=form, headers=own(settings), allow_redirects=False) as resp:
             assert resp.status == 303
     assert await choices(pool, ann) == ("html", True, True)
     assert [e[1] for e in await events(pool, ann) if e[0] == "subscription"] == [
@@ -174,7 +179,8 @@ async def test_malformed_form_is_refused_and_changes_nothing(
     people, settings, pool, http, form, complaint
 ):
     before = await snapshot(pool)
-    async with http.post(page_url(settings, people["ann@example.com"]), data=form) as resp:
+    url = page_url(settings, people["ann@example.com"])
+    async with http.post(url, data=form, headers=own(settings)) as resp:
         html = await resp.text()
         assert resp.status == 400
     assert "Nothing was changed" in html and complaint in html
@@ -216,7 +222,8 @@ async def test_bad_token_gets_404_and_changes_nothing(people, settings, pool, ht
     if method == "GET":
         request = http.get(url)
     elif method == "form POST":
-        request = http.post(url, data={"format": "text", "tracking": "no", "subscribed": "no"})
+        form = {"format": "text", "tracking": "no", "subscribed": "no"}
+        request = http.post(url, data=form, headers=own(settings))
     else:
         request = http.post(url, data=ONE_CLICK, headers={"Content-Type": FORM})
     async with request as resp:
@@ -229,11 +236,104 @@ async def test_bad_token_gets_404_and_changes_nothing(people, settings, pool, ht
 
 async def test_broken_multipart_body_is_refused_and_changes_nothing(people, settings, pool, http):
     before = await snapshot(pool)
-    headers = {"Content-Type": "multipart/form-data; boundary=x"}
+    headers = {"Content-Type": "multipart/form-data; boundary=x", **own(settings)}
     body = b"--x\r\nformat=text\r\n"
     async with http.post(
         page_url(settings, people["ann@example.com"]), data=body, headers=headers
     ) as resp:
         assert resp.status == 400
-        assert "Nothing was changed" in await resp.text()
+        html = await resp.text()
+    assert "Nothing was changed" in html and "The form arrived broken" in html
     assert await snapshot(pool) == before
+
+
+ACTING_FORMS = {  # each form of the page, filled in so that it would act
+    "": {"format": "text", "tracking": "no", "subscribed": "no"},
+    "/data": {},
+    "/erase": {"confirm": "yes"},
+}
+ACTED = {"": 303, "/data": 200, "/erase": 303}
+
+
+@pytest.mark.parametrize("endpoint", list(ACTING_FORMS), ids=["choices", "download", "erase"])
+@pytest.mark.parametrize(
+    ("headers", "ours"),
+    [
+        ({}, False),  # no Origin, no Sec-Fetch-Site, no Referer: nothing says it is our page
+        ({"Referer": "https://evil.example/p/x"}, False),
+        ({"Referer": "http://127.0.0.1:1/p/x"}, False),
+        ({"Referer": "/p/x"}, False),
+        ({"Referer": "null"}, False),
+        ({"Sec-Fetch-Site": "cross-site"}, False),
+        ({"Sec-Fetch-Site": "same-site"}, False),
+        ({"Sec-Fetch-Site": "none"}, False),
+        ({"Sec-Fetch-Site": "same-origin", "Origin": "https://evil.example"}, False),
+        ({"Referer": "{page}", "Origin": "null"}, False),
+        ({"Referer": "{page}", "Sec-Fetch-Site": "cross-site"}, False),
+        ({"Referer": "{page}"}, True),
+        ({"Sec-Fetch-Site": "same-origin"}, True),
+        ({"Sec-Fetch-Site": "same-origin", "Referer": "{page}"}, True),
+        ({"Origin": "{base}"}, True),
+    ],
+)
+async def test_a_form_post_must_show_it_comes_from_our_page(
+    people, settings, pool, http, endpoint, headers, ours
+):
+    """Origin decides; without it Sec-Fetch-Site, else the Referer; with none, refused."""
+    url = page_url(settings, people["ann@example.com"])
+    headers = {k: v.format(page=url, base=settings.base_url) for k, v in headers.items()}
+    before = await snapshot(pool)
+    async with http.post(
+        url + endpoint, data=ACTING_FORMS[endpoint], headers=headers, allow_redirects=False
+    ) as resp:
+        assert resp.status == (ACTED[endpoint] if ours else 403), await resp.text()
+    if not ours:
+        assert await snapshot(pool) == before
+
+
+BOGUS_BODIES = {
+    "urlencoded": (
+        f"{FORM}; charset=bogus",
+        b"format=text&tracking=no&subscribed=no&confirm=yes",
+    ),
+    "multipart": (
+        "multipart/form-data; boundary=x",
+        b"".join(
+            b'--x\r\nContent-Disposition: form-data; name="%s"\r\n'
+            b"Content-Type: text/plain; charset=bogus\r\n\r\n%s\r\n" % pair
+            for pair in ((b"format", b"text"), (b"tracking", b"no"), (b"confirm", b"yes"))
+        )
+        + b"--x--\r\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("encoding", list(BOGUS_BODIES))
+@pytest.mark.parametrize(
+    ("endpoint", "nothing_done"), [("", "Nothing was changed"), ("/erase", "Nothing was erased")]
+)
+async def test_a_form_in_an_unknown_charset_gets_a_clear_400(
+    people, settings, pool, http, encoding, endpoint, nothing_done
+):
+    content_type, body = BOGUS_BODIES[encoding]
+    before = await snapshot(pool)
+    url = page_url(settings, people["ann@example.com"]) + endpoint
+    headers = {"Content-Type": content_type, **own(settings)}
+    async with http.post(url, data=body, headers=headers) as resp:
+        assert resp.status == 400
+        assert resp.content_type == "text/html"
+        html = await resp.text()
+    assert nothing_done in html and "a character set we cannot read" in html
+    assert "ann@example.com" in html  # the page itself, to send again from
+    assert await snapshot(pool) == before
+
+
+async def test_one_click_unsubscribe_in_an_unknown_charset_still_unsubscribes(
+    people, settings, pool
+):
+    ann = people["ann@example.com"]
+    headers = {"Content-Type": f"{FORM}; charset=bogus"}
+    async with aiohttp.ClientSession() as client:
+        async with client.post(page_url(settings, ann), data=ONE_CLICK, headers=headers) as resp:
+            assert resp.status == 200
+    assert await choices(pool, ann) == ("html", True, False)

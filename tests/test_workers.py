@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import BROWSER_AGENT, TEST_KEY
+from conftest import BROWSER_AGENT, TEST_KEY, free_port
 from helpers import tracked_links
 from test_faults import Load, all_stored, until
 
@@ -31,9 +31,14 @@ async def links(pool, mailbox, add_recipients, make_campaign, deliver) -> list[s
 
 @pytest.fixture
 async def workers(db_url, tmp_path, tracker_port):
-    """`fairclick serve --workers 2` as a real process, ready; stopped by the test or at the end."""
+    """`fairclick serve --workers 2` as a real process, ready; stopped by the test or at the end.
+
+    Its operators' listener (/metrics) is on process.ops_port.
+    """
+    ops_port = free_port()
     env = {
         **os.environ,
+        "FAIRCLICK_OPS_LISTEN": f"127.0.0.1:{ops_port}",
         "FAIRCLICK_DATABASE_URL": db_url,
         "FAIRCLICK_SECRET_KEY": TEST_KEY.decode(),
         "FAIRCLICK_DATA_DIR": str(tmp_path / "data"),
@@ -50,6 +55,7 @@ async def workers(db_url, tmp_path, tracker_port):
 
         # The workers bind a moment after the parent prints.
         await until(two_listening, "both workers to listen", 60)
+        process.ops_port = ops_port
         yield process
     finally:
         if process.returncode is None:
@@ -100,6 +106,8 @@ async def test_two_workers_both_answer_and_metrics_are_merged(workers, links, tr
         assert len(answering) == 2, answering
         assert sum(answering.values()) == PEOPLE
         async with sessions[0].get(f"{base}/metrics") as response:
+            assert response.status == 404  # for operators only, on their own listener
+        async with sessions[0].get(f"http://127.0.0.1:{workers.ops_port}/metrics") as response:
             text = await response.text()
     finally:
         await asyncio.gather(*(s.close() for s in sessions))

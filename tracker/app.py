@@ -13,7 +13,8 @@ from tracker import schema
 from tracker.bots import ScanDetector
 from tracker.clicks import follow_link, unavailable
 from tracker.database import UNREACHABLE, create_pool, database_url
-from tracker.health import healthz, home, prometheus, readyz
+from tracker.hardening import hardened_app
+from tracker.health import healthz, home, readyz
 from tracker.keys import (
     DETECTOR,
     PAGES,
@@ -23,8 +24,9 @@ from tracker.keys import (
     TARGETS,
     TOKENS,
 )
-from tracker.logs import SERVER_LOG, PrivateAccessLogger, route_of
+from tracker.logs import route_of
 from tracker.opens import open_pixel
+from tracker.operators import operators_listener
 from tracker.pages import page_environment
 from tracker.partitions import ensure_partitions
 from tracker.preferences import (
@@ -85,11 +87,7 @@ async def database_away(request: web.Request, handler):
 def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None) -> web.Application:
     """The tracker; a pool passed in (by tests) is used as is and left open."""
     settings = settings.with_secret_keys()
-    app = web.Application(
-        middlewares=[database_away],
-        # aiohttp's own access and error lines name the peer: ours hold nothing about a person.
-        handler_args={"access_log_class": PrivateAccessLogger, "logger": SERVER_LOG},
-    )
+    app = hardened_app(middlewares=[database_away])
     app[SETTINGS] = settings
     app[TOKENS] = Tokens(settings.secret_keys)
     app[PAGES] = page_environment()
@@ -131,10 +129,10 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None) -> web.A
 
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(recording)
+    app.cleanup_ctx.append(operators_listener)  # /metrics and /readyz detail, elsewhere
     app.router.add_get("/", home)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", prometheus)
     app.router.add_get("/c/{token}", follow_link)
     app.router.add_get("/o/{token}.gif", open_pixel)
     app.router.add_get("/p/{token}", show_preferences, name="preferences")

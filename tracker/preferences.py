@@ -68,25 +68,42 @@ async def show_preferences(request: web.Request) -> web.Response:
     return await _page(request, recipient_id, saved=request.query.get("saved") == "1")
 
 
-async def _form(request: web.Request) -> Mapping:
-    """The posted form; a body that claims to be a form but is broken reads as an empty one."""
+async def _form(request: web.Request) -> tuple[Mapping, str | None]:
+    """The posted form, or an empty one and why it could not be read."""
     try:
-        return await request.post()
+        return await request.post(), None
+    except LookupError:
+        # A charset Python does not know (`charset=bogus`), in the request or in a part.
+        return {}, "The form arrived in a character set we cannot read; send it again."
     except (ValueError, HttpProcessingError):
-        return {}
+        return {}, "The form arrived broken; send it again."
 
 
 def _same_origin(request: web.Request) -> bool:
-    """A browser's Origin, when sent, must be ours: another site cannot post our form."""
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return True
+    """Whether the browser says this POST comes from one of our own pages.
+
+    Origin decides when sent. Without it (older browsers, some privacy settings) the
+    browser's Sec-Fetch-Site decides, else the Referer's origin (our pages send it:
+    Referrer-Policy same-origin). A POST showing none of them is refused: another site's
+    page must not be able to change or erase someone's data by posting our forms.
+    """
     base = request.app[SETTINGS].base_url
     ours = URL(base).origin() if base else request.url.origin()
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        return _origin_of(origin) == ours
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None:
+        return fetch_site == "same-origin"  # never same-site: a sibling host is not us
+    referer = request.headers.get("Referer")
+    return referer is not None and _origin_of(referer) == ours
+
+
+def _origin_of(value: str) -> URL | None:
     try:
-        return URL(origin).origin() == ours
-    except ValueError:
-        return False
+        return URL(value).origin()
+    except ValueError:  # "null", a relative or malformed URL
+        return None
 
 
 def _other_origin() -> web.Response:
@@ -98,7 +115,7 @@ async def change_preferences(request: web.Request) -> web.Response:
     if recipient_id is None:
         return _gone(request)
     pool = request.app[POOL]
-    form = await _form(request)
+    form, unreadable = await _form(request)
     if (
         form.get("List-Unsubscribe") == "One-Click"
         or (await request.read()).strip() == ONE_CLICK_BODY
@@ -114,6 +131,8 @@ async def change_preferences(request: web.Request) -> web.Response:
         return web.Response(text="You are unsubscribed.\n", headers={"Cache-Control": "no-store"})
     if not _same_origin(request):
         return _other_origin()
+    if unreadable:
+        return await _page(request, recipient_id, status=400, problems=[unreadable])
     choices, problems = {}, []
     fmt = form.get("format")
     if fmt not in ("html", "text"):
@@ -177,13 +196,11 @@ async def erase_data(request: web.Request) -> web.Response:
         return _gone(request)
     if not _same_origin(request):
         return _other_origin()
-    form = await _form(request)
-    if form.get("confirm") != "yes":
+    form, unreadable = await _form(request)
+    if unreadable or form.get("confirm") != "yes":
+        why = unreadable or f"Tick “{ERASE_CONFIRMATION}” to erase your data."
         return await _page(
-            request,
-            recipient_id,
-            status=400,
-            erase_problem=f"Nothing was erased: tick “{ERASE_CONFIRMATION}” to erase your data.",
+            request, recipient_id, status=400, erase_problem=f"Nothing was erased. {why}"
         )
     try:
         async with request.app[POOL].acquire() as conn:

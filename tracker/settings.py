@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "fairclick"
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
+DEFAULT_OPS_LISTEN = "127.0.0.1:9180"
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class Settings:
     smtp_rate: float = 0.0  # messages per second over all connections; 0 = no limit
     send_lease_seconds: float = 60.0
     dkim: DkimSettings | None = None
+    # (host, port) of the operators' listener (/metrics, /readyz detail); None: none.
+    # from_env defaults to DEFAULT_OPS_LISTEN; built in code (tests), there is none.
+    ops_listen: tuple[str, int] | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -68,6 +72,7 @@ class Settings:
             smtp_rate=_number(env, "FAIRCLICK_SMTP_RATE", 0.0, minimum=0),
             send_lease_seconds=_number(env, "FAIRCLICK_SEND_LEASE_SECONDS", 60.0, minimum=1),
             dkim=parse_dkim(env),
+            ops_listen=parse_ops_listen(env.get("FAIRCLICK_OPS_LISTEN") or DEFAULT_OPS_LISTEN),
         )
 
     def require_base_url(self) -> str:
@@ -114,6 +119,21 @@ def _number(env: dict, name: str, default: float, *, minimum: float) -> float:
     if value < minimum:
         raise ConfigError(f"{name}={raw!r} must be a number of at least {minimum:g}")
     return value
+
+
+def parse_ops_listen(value: str) -> tuple[str, int] | None:
+    """HOST:PORT (or PORT alone, on 127.0.0.1; [::1]:PORT for IPv6), or `off`."""
+    value = value.strip()
+    if value.lower() == "off":
+        return None
+    host, _, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]") or "127.0.0.1"
+    if not (port.isdigit() and 0 < int(port) < 65536) or any(c in host for c in "[]/ "):
+        raise ConfigError(
+            f"FAIRCLICK_OPS_LISTEN={value!r} is not HOST:PORT: use e.g. "
+            f"FAIRCLICK_OPS_LISTEN={DEFAULT_OPS_LISTEN} (the default), or `off` for none"
+        )
+    return host, int(port)
 
 
 def parse_dkim(env: dict) -> DkimSettings | None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 import asyncpg
+import idna
 
 from tracker import metrics
 from tracker.database import UNREACHABLE
@@ -26,15 +27,48 @@ class TargetsUnavailable(Exception):
 
 # Characters kept as they are in a Location header; everything else (spaces,
 # non-ASCII, CR/LF) is percent-encoded, so a stored URL can never split the header.
+# "%" is kept: an escape already in the URL is not escaped twice.
 _LOCATION_SAFE = "!#$%&'()*+,-./:;=?@[]_~"
-# The literal origin of a URL as a template wrote it: scheme and host, written out before
-# any Jinja ("https://shop.example/?who={{ … }}" has one, "https://{{ … }}/" none).
-_WRITTEN_ORIGIN = re.compile(r"(https?)://([^/?#{}\s]+)[/?#]", re.IGNORECASE)
+_AUTHORITY = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^/?#]*)(.*)", re.DOTALL)
+
+
+def idna_location(url: str) -> str:
+    """The URL as it goes into a Location header: ASCII, its host in IDNA (RFC 3986 §3.2.2).
+
+    A host like 例え.jp becomes xn--r8jz45g.jp: clients that do not speak IRIs cannot
+    follow a percent-encoded host. IDNA 2008 with UTS 46 mapping (the `idna` package), as
+    browsers resolve it: Python's own codec is IDNA 2003, which turns faß.de into fass.de,
+    another domain. Path, query and fragment are percent-encoded as UTF-8; userinfo and port
+    stay. Raises ValueError for a host that has no IDNA form (☃.net, an empty label).
+    """
+    match = _AUTHORITY.fullmatch(url)
+    if match is None:
+        return quote(url, safe=_LOCATION_SAFE)
+    scheme, authority, rest = match.groups()
+    userinfo, at, hostport = authority.rpartition("@")
+    # An IPv6 literal ("[::1]:8080") is ASCII and kept whole, port and all.
+    host, colon, port = ("", "", hostport) if hostport.startswith("[") else hostport.partition(":")
+    if not host.isascii():
+        try:
+            host = idna.encode(host, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise ValueError(f"its host {host!r} has no IDNA form ({exc})") from None
+    authority = userinfo + at + host + colon + port
+    return scheme + quote(authority, safe=_LOCATION_SAFE) + quote(rest, safe=_LOCATION_SAFE)
 
 
 def location_of(url: str) -> str:
-    """url as it goes into a Location header."""
-    return quote(url, safe=_LOCATION_SAFE)
+    """idna_location(url); a URL stored before hosts were checked at send time keeps
+    redirecting as it always did (host percent-encoded), never a 500 at click time."""
+    try:
+        return idna_location(url)
+    except ValueError:
+        return quote(url, safe=_LOCATION_SAFE)
+
+
+# The literal origin of a URL as a template wrote it: scheme and host, written out before
+# any Jinja ("https://shop.example/?who={{ … }}" has one, "https://{{ … }}/" none).
+_WRITTEN_ORIGIN = re.compile(r"(https?)://([^/?#{}\s]+)[/?#]", re.IGNORECASE)
 
 
 def erased_location(written: str) -> str | None:
