@@ -48,7 +48,9 @@ def preference_link(message) -> str:
     return message["List-Unsubscribe"].strip("<>")
 
 
-async def test_mail_signed_with_the_old_key_keeps_working(pool, rotated_tracker, http, old_mail):
+async def test_mail_signed_with_the_old_key_keeps_working(
+    pool, settings, rotated_tracker, http, old_mail
+):
     html = old_mail.get_body(("html",)).get_content()
     (link,) = tracked_links(html)
     async with http.get(link, allow_redirects=False) as response:
@@ -61,7 +63,12 @@ async def test_mail_signed_with_the_old_key_keeps_working(pool, rotated_tracker,
         assert response.status == 200
         assert "ann@example.com" in await response.text()
     form = {"format": "text", "tracking": "yes", "subscribed": "yes"}
-    async with http.post(preference_link(old_mail), data=form, allow_redirects=False) as response:
+    async with http.post(
+        preference_link(old_mail),
+        data=form,
+        headers={"Origin": settings.base_url},
+        allow_redirects=False,
+    ) as response:
         assert response.status == 303
     assert await pool.fetchval("SELECT count(*) FROM clicks WHERE message_id IS NOT NULL") == 1
     assert await pool.fetchval("SELECT count(*) FROM opens WHERE message_id IS NOT NULL") == 1
@@ -102,7 +109,9 @@ async def test_a_key_not_in_the_list_is_refused_while_two_are_set(
         assert response.status == 404
         assert "ann@example.com" not in await response.text()
     form = {"format": "text", "tracking": "no", "subscribed": "no"}
-    async with http.post(preferences, data=form, allow_redirects=False) as response:
+    async with http.post(
+        preferences, data=form, headers={"Origin": base}, allow_redirects=False
+    ) as response:
         assert response.status == 404
     assert await pool.fetchval("SELECT count(*) FROM clicks") == 0
     assert await pool.fetchval("SELECT count(*) FROM opens") == 0

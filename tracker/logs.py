@@ -21,7 +21,10 @@ WITHHELD = "(withheld)"
 
 def route_of(request: BaseRequest) -> str:
     """The route as declared (/c/{token}), not the path the client sent."""
-    match_info = getattr(request, "match_info", None)  # a request that failed to parse has none
+    try:
+        match_info = getattr(request, "match_info", None)
+    except AssertionError:  # aiohttp asserts it is set: a request it could not parse has none
+        match_info = None
     resource = match_info.route.resource if match_info is not None else None
     return resource.canonical if resource is not None else "(no route)"
 
