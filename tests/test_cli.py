@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -75,6 +76,38 @@ async def test_malformed_setting_is_one_clear_line(fairclick, variable, value, c
     line = one_line_error(fairclick(*command, **{variable: value}))
     assert line.startswith("fairclick: ") and variable in line
     assert KEY not in line  # a key is never echoed
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("mysql://x@y/z", "not a PostgreSQL URL (scheme 'mysql')"),
+        ("not a url", "not a PostgreSQL URL (no scheme)"),
+        ("postgresql://fc:pw@127.0.0.1:99999/fc", "the port 99999 that is not a number"),
+        ("postgresql://fc:s3cret/fc", "a port that is not a number"),  # host forgotten
+        ("postgresql://fc:pw@[::1/fc", "malformed"),
+    ],
+)
+@pytest.mark.parametrize("command", [["migrate"], ["serve", "--port", "1"], ["send", "c"]])
+async def test_malformed_database_url_is_one_line_naming_it(fairclick, value, says, command):
+    line = one_line_error(fairclick(*command, FAIRCLICK_DATABASE_URL=value))
+    assert line.startswith("fairclick: FAIRCLICK_DATABASE_URL") and says in line
+    assert "postgresql://" in line  # an example of a good one
+    assert "s3cret" not in line and "pw@" not in line  # the password is never echoed
+
+
+async def test_database_that_cannot_be_reached_is_one_line(fairclick, db_url, tmp_path):
+    from conftest import free_port
+
+    parts = urlsplit(db_url)
+    missing_db = urlunsplit(parts._replace(path="/no_such_database"))
+    for url, says in [
+        (missing_db, 'database "no_such_database" does not exist'),
+        (f"postgresql://fc@127.0.0.1:{free_port()}/fc", "nothing accepts connections there"),
+        ("postgresql://fc@host.invalid/fc", "host name is unknown"),
+    ]:
+        line = one_line_error(fairclick("migrate", FAIRCLICK_DATABASE_URL=url))
+        assert says in line and "FAIRCLICK_DATABASE_URL" in line
 
 
 @pytest.mark.parametrize(

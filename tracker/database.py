@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import warnings
 from pathlib import Path
 
@@ -74,9 +75,34 @@ def database_url(settings: Settings) -> str:
 
 
 async def create_pool(dsn: str, **kwargs) -> asyncpg.Pool:
+    """A pool on dsn; a database that cannot be reached or refuses us is one ConfigError line."""
     try:
         return await asyncpg.create_pool(dsn, **kwargs)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise ConfigError(
-            f"cannot connect to the database ({exc}); check FAIRCLICK_DATABASE_URL"
-        ) from exc
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+        raise ConfigError(_connect_problem(exc)) from exc
+
+
+def _connect_problem(exc: Exception) -> str:
+    """What went wrong connecting, and what to change; never the URL (it holds the password)."""
+    said = " ".join(str(exc).split())  # one line, whatever the server sent
+    fix = "check FAIRCLICK_DATABASE_URL"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot connect to the database: its host name is unknown ({said}); {fix}"
+    if isinstance(exc, ConnectionRefusedError) or "Connect call failed" in said:
+        return (
+            f"cannot connect to the database: nothing accepts connections there ({said}); "
+            f"is PostgreSQL running at that host and port? {fix}"
+        )
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):  # incl. bad password
+        return (
+            f"the database refused the login ({said}); "
+            "check the user and password in FAIRCLICK_DATABASE_URL"
+        )
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return (
+            f"the database server is there but the database is not ({said}): create it, "
+            f"e.g. `createdb fairclick`, or {fix}"
+        )
+    if isinstance(exc, asyncpg.InterfaceError | ValueError):
+        return f"FAIRCLICK_DATABASE_URL is not usable ({said})"
+    return f"cannot connect to the database ({said}); {fix}"
