@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -48,8 +49,6 @@ async def cmd_migrate(args, settings: Settings) -> int:
 
 
 def cmd_serve(args, settings: Settings) -> int:
-    from aiohttp import web
-
     from tracker.app import create_app
 
     async def check() -> None:
@@ -58,25 +57,78 @@ def cmd_serve(args, settings: Settings) -> int:
                 await schema.migrate(conn)
             await schema.ensure_current(conn)
 
+    if args.ready_fd is not None:
+        # A worker of `serve --workers N`: its start-up error goes to the supervisor,
+        # which says it once for all of them.
+        from fairclick.workers import StartReport
+
+        report = StartReport(args.ready_fd)
+        try:
+            asyncio.run(check())
+            run_tracker(
+                create_app(settings), args.host, args.port, reuse_port=True, ready=report.ready
+            )
+        except FairclickError as exc:
+            if not report.failed(exc):
+                raise
+            return 2
+        return 0
     asyncio.run(check())
     if args.workers > 1:
         from fairclick.workers import serve_workers
 
         return serve_workers(args.host, args.port, args.workers)
-    # run_app stops on SIGINT and SIGTERM: it stops accepting, finishes the requests in
-    # hand, then the app's cleanup flushes every queued click before the process exits.
-    web.run_app(
+    run_tracker(
         create_app(settings),
-        host=args.host,
-        port=args.port,
+        args.host,
+        args.port,
         reuse_port=args.reuse_port,
-        print=None if args.quiet else _serving(args),
+        ready=None if args.quiet else _serving(args),
     )
     return 0
 
 
+def run_tracker(app, host: str, port: int, *, reuse_port: bool, ready) -> None:
+    """Serve app until SIGINT/SIGTERM; ready() is called once it listens."""
+    import errno
+    import socket
+
+    from aiohttp import web
+
+    try:
+        # run_app stops on SIGINT and SIGTERM: it stops accepting, finishes the requests
+        # in hand, then the app's cleanup flushes every queued click before the process exits.
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            reuse_port=reuse_port,
+            print=(lambda _text: ready()) if ready else None,
+        )
+    except socket.gaierror as exc:
+        raise FairclickError(
+            f"cannot listen on {host}:{port}: the host is unknown ({exc.strerror}); "
+            "use an address of this machine with --host, e.g. --host 0.0.0.0"
+        ) from None
+    except OSError as exc:
+        why = {
+            errno.EADDRINUSE: "another process is using that port: stop it or choose another "
+            "with --port",
+            errno.EACCES: "not allowed to use that port (below 1024 needs privileges): "
+            "choose another with --port",
+            errno.EADDRNOTAVAIL: "that address is not one of this machine's: use --host "
+            "with one that is, e.g. --host 0.0.0.0",
+        }.get(exc.errno)
+        if why is None:
+            raise
+        # exc.strerror is asyncio's long sentence repeating host and port; the errno's is enough.
+        raise FairclickError(
+            f"cannot listen on {host}:{port} ({os.strerror(exc.errno)}): {why}"
+        ) from None
+
+
 def _serving(args):
-    def announce(_text: str) -> None:
+    def announce() -> None:
         print(f"fairclick tracker on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
 
     return announce
@@ -234,6 +286,21 @@ def cmd_quickstart(args, settings: Settings) -> int:
     return asyncio.run(quickstart(settings, host=args.host, port=args.port))
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 1-65535 (argparse turns the ValueError into one usage line)."""
+    port = int(text)
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"{text} is not a port: use a number from 1 to 65535")
+    return port
+
+
+def positive_count(text: str) -> int:
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text} is too few: at least 1")
+    return count
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fairclick", description="Email link tracking that asks first."
@@ -242,13 +309,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the tracker web service")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=port_number, default=8080)
     p.add_argument("--migrate", action="store_true", help="apply pending migrations first")
     p.add_argument(
-        "--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)"
+        "--workers",
+        type=positive_count,
+        default=1,
+        help="processes sharing the port (SO_REUSEPORT)",
     )
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+    # Set by `serve --workers N` for each worker: where to say "listening" or why not.
+    p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     p.set_defaults(run=cmd_serve, sync=True)
 
     p = sub.add_parser("migrate", help="apply pending database migrations")
@@ -322,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quickstart", help="run everything locally on the embedded defaults")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=port_number, default=8080)
     p.set_defaults(run=cmd_quickstart, sync=True)
     return parser
 

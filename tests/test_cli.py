@@ -7,11 +7,13 @@ import io
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from conftest import free_port
 
 KEY = "cli-test-secret-key-0123456789ab"
 PEOPLE = (
@@ -24,29 +26,33 @@ PEOPLE = (
 HTML = '<p>Hi {{ recipient.name }}</p>\n<a href="https://example.com/one">one</a>\n'
 
 
+def environment(db_url, tmp_path, **env: str | None) -> dict[str, str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("FAIRCLICK_")}
+    environ |= {
+        "FAIRCLICK_DATABASE_URL": db_url,
+        "FAIRCLICK_DATA_DIR": str(tmp_path / "data"),
+        "FAIRCLICK_SECRET_KEY": KEY,
+    }
+    for name, value in env.items():
+        if value is None:
+            environ.pop(name, None)
+        else:
+            environ[name] = value
+    return environ
+
+
 @pytest.fixture
 def fairclick(db_url, tmp_path):
     """Run `fairclick ARGS` with the test database; extra env values override (None unsets)."""
 
-    def run(*args: str, **env: str | None) -> subprocess.CompletedProcess:
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("FAIRCLICK_")}
-        environ |= {
-            "FAIRCLICK_DATABASE_URL": db_url,
-            "FAIRCLICK_DATA_DIR": str(tmp_path / "data"),
-            "FAIRCLICK_SECRET_KEY": KEY,
-        }
-        for name, value in env.items():
-            if value is None:
-                environ.pop(name, None)
-            else:
-                environ[name] = value
+    def run(*args: str, timeout: float = 120, **env: str | None) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "fairclick.cli", *args],
-            env=environ,
+            env=environment(db_url, tmp_path, **env),
             cwd=tmp_path,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=timeout,
         )
 
     return run
@@ -97,8 +103,6 @@ async def test_malformed_database_url_is_one_line_naming_it(fairclick, value, sa
 
 
 async def test_database_that_cannot_be_reached_is_one_line(fairclick, db_url, tmp_path):
-    from conftest import free_port
-
     parts = urlsplit(db_url)
     missing_db = urlunsplit(parts._replace(path="/no_such_database"))
     for url, says in [
@@ -121,6 +125,39 @@ async def test_send_names_the_missing_setting(fairclick, pool, missing, present)
     line = one_line_error(fairclick("send", "spring", "--quiet", **present))
     assert f"{missing} is not set" in line
     assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+@pytest.fixture
+def busy_port():
+    """A port another process's socket holds (listening, without SO_REUSEPORT)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_serve_on_a_busy_port_is_one_line(fairclick, busy_port, workers):
+    # Before, one worker printed a traceback; two were restarted forever.
+    result = fairclick("serve", "--port", str(busy_port), "--workers", workers, timeout=60)
+    line = one_line_error(result)
+    assert f"cannot listen on 127.0.0.1:{busy_port} (Address already in use)" in line
+    assert "choose another with --port" in line
+    assert result.stdout == ""  # never claimed to be serving
+
+
+BAD_NUMBERS = [["--port", "70000"], ["--port", "-1"], ["--port", "0"], ["--port", "x"]]
+
+
+@pytest.mark.parametrize(
+    ("command", "args"),
+    [("serve", a) for a in [*BAD_NUMBERS, ["--workers", "0"]]]
+    + [("quickstart", a) for a in BAD_NUMBERS],
+)
+async def test_port_and_workers_out_of_range_are_refused_by_the_parser(fairclick, command, args):
+    result = fairclick(command, *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"error: argument {args[0]}: " in result.stderr.strip().splitlines()[-1]
 
 
 async def test_import_with_bad_rows_lists_each_and_imports_nothing(fairclick, write_file, pool):
@@ -333,3 +370,4 @@ def test_embedded_database_without_xdg_runtime_dir_prints_no_warning(tmp_path):
         )  # fmt: skip
         assert "Warning" not in result.stderr, result.stderr
         assert result.returncode == (0 if args == ["migrate"] else 2), result.stderr
+
