@@ -87,10 +87,18 @@ async def start_two_workers(env: dict, port: int):
     try:
         assert b"2 workers" in await asyncio.wait_for(process.stdout.readline(), 60)
     except BaseException:
-        process.kill()
-        await process.wait()
+        await kill_all(process)
         raise
     return process
+
+
+async def kill_all(process) -> None:
+    """Kill the supervisor and its workers (orphaned workers would hold its pipes open)."""
+    if process.returncode is None:
+        for child in psutil.Process(process.pid).children(recursive=True):
+            child.kill()
+        process.kill()
+    await process.wait()
 
 
 async def stderr_line_with(process, text: bytes) -> bytes:
@@ -145,9 +153,7 @@ async def test_workers_that_keep_dying_end_the_command(db_url, tmp_path, tracker
             except TimeoutError:
                 pass
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await kill_all(process)
     err = (await process.stderr.read()).decode()
     assert process.returncode == 1
     assert err.strip().splitlines()[-1] == (
