@@ -34,6 +34,20 @@ async def connected(
         await pool.close()
 
 
+async def signing_settings(pool: asyncpg.Pool, settings: Settings, *, record: bool = True):
+    """settings with their keys, once the signing key is one the deployment's tracker verifies.
+
+    Otherwise every link and unsubscribe URL signed would answer 404: one line instead.
+    """
+    from tracker.key_fingerprints import check_signing_key, key_source
+
+    source = key_source(settings)
+    settings = settings.with_secret_keys()
+    async with pool.acquire() as conn:
+        await check_signing_key(conn, settings.secret_keys, source=source, record=record)
+    return settings
+
+
 async def cmd_migrate(args, settings: Settings) -> int:
     from tracker.partitions import ensure_partitions
 
@@ -56,6 +70,10 @@ def cmd_serve(args, settings: Settings) -> int:
             if args.migrate:
                 await schema.migrate(conn)
             await schema.ensure_current(conn)
+            if args.ready_fd is None:  # a worker's supervisor has done it
+                from tracker.key_fingerprints import record_tracker_keys
+
+                await record_tracker_keys(conn, settings.with_secret_keys().secret_keys)
 
     if args.ready_fd is not None:
         # A worker of `serve --workers N`: its start-up error goes to the supervisor,
@@ -181,8 +199,8 @@ async def cmd_worker(args, settings: Settings) -> int:
 
     from mailer.delivery import Delivery
 
-    settings = settings.with_secret_keys()
     async with connected(settings) as pool:
+        settings = await signing_settings(pool, settings)
         delivery = Delivery(pool, settings, until_idle=False)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -198,9 +216,11 @@ async def cmd_worker(args, settings: Settings) -> int:
 async def cmd_preview(args, settings: Settings) -> int:
     from mailer.preview import preview_message
 
-    settings = settings.with_secret_keys()
-    async with connected(settings) as pool, pool.acquire() as conn:
-        preview = await preview_message(conn, settings, args.name, args.to)
+    async with connected(settings) as pool:
+        # Its links are placeholders, but the mail it shows would carry this key's links.
+        settings = await signing_settings(pool, settings, record=False)
+        async with pool.acquire() as conn:
+            preview = await preview_message(conn, settings, args.name, args.to)
     message = preview.message
     # What would be sent (but for the tokens), with the terminal's line endings, not CRLF.
     sys.stdout.write(message.as_string(policy=message.policy.clone(linesep="\n")))
@@ -213,11 +233,11 @@ async def cmd_send(args, settings: Settings) -> int:
     from fairclick.progress import ProgressBar
     from mailer.sending import send_campaign
 
-    settings = settings.with_secret_keys()
     settings.require_base_url()
     settings.require_smtp()
     bar = None if args.quiet else ProgressBar()
     async with connected(settings) as pool:
+        settings = await signing_settings(pool, settings)
         progress = await send_campaign(pool, settings, args.name, on_progress=bar)
     if bar:
         bar.finish()

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from conftest import free_port
+from helpers import tracked_links
+
+from tracker.tokens import Tokens, key_fingerprint
 
 KEY = "cli-test-secret-key-0123456789ab"
 PEOPLE = (
@@ -371,3 +377,122 @@ def test_embedded_database_without_xdg_runtime_dir_prints_no_warning(tmp_path):
         assert "Warning" not in result.stderr, result.stderr
         assert result.returncode == (0 if args == ["migrate"] else 2), result.stderr
 
+
+OTHER_KEY = "another-cli-secret-key-0123456789"
+
+
+@pytest.fixture
+def serve_briefly(db_url, tmp_path):
+    """Start `fairclick serve` with env, wait until it listens, stop it; (stdout, stderr)."""
+
+    def run(**env: str | None) -> tuple[str, str]:
+        with subprocess.Popen(
+            [sys.executable, "-m", "fairclick.cli", "serve", "--port", str(free_port())],
+            env=environment(db_url, tmp_path, **env),
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ) as process:  # fmt: skip
+            try:
+                first = process.stdout.readline()  # printed once it listens
+                assert "fairclick tracker on" in first, process.stderr.read()
+            finally:
+                process.send_signal(signal.SIGTERM)
+                out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        return first + out, err
+
+    return run
+
+
+@pytest.fixture
+async def campaign_to_send(add_recipients, make_campaign, mailbox, tracker_port):
+    """Campaigns 'c' and 'd' and four recipients; the env `send` needs besides the key."""
+    await add_recipients(PEOPLE)
+    await make_campaign(HTML, name="c")
+    await make_campaign(HTML, name="d")
+    return {
+        "FAIRCLICK_SMTP_URL": f"smtp://127.0.0.1:{mailbox.port}",
+        "FAIRCLICK_BASE_URL": f"http://127.0.0.1:{tracker_port}",
+    }
+
+
+async def key_rows(pool) -> set[tuple[str, str]]:
+    return {tuple(r) for r in await pool.fetch("SELECT fingerprint, role FROM key_fingerprints")}
+
+
+async def test_send_with_a_key_the_tracker_does_not_verify_is_refused(
+    fairclick, serve_briefly, campaign_to_send, pool, mailbox, tmp_path
+):
+    """Mail signed with another key than the tracker's answers 404 on every link: refused."""
+    serve_briefly(FAIRCLICK_SECRET_KEY=OTHER_KEY)
+    assert await key_rows(pool) == {(key_fingerprint(OTHER_KEY.encode()), "verifies")}
+
+    line = one_line_error(fairclick("send", "c", "--quiet", **campaign_to_send))
+    assert f"FAIRCLICK_SECRET_KEY signs with key {key_fingerprint(KEY.encode())}" in line
+    assert f"the tracker verifies only {key_fingerprint(OTHER_KEY.encode())}" in line
+    assert "Set FAIRCLICK_SECRET_KEY to the tracker's key" in line
+    assert KEY not in line and OTHER_KEY not in line  # fingerprints, never keys
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+    assert mailbox.messages() == []
+    # A key generated in the data dir (FAIRCLICK_SECRET_KEY unset) is refused the same way.
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "secret_key").write_text("a-key-quickstart-generated-once-0123\n")
+    line = one_line_error(
+        fairclick("send", "c", "--quiet", FAIRCLICK_SECRET_KEY=None, **campaign_to_send)
+    )
+    assert "secret_key (FAIRCLICK_SECRET_KEY is not set) signs with key" in line
+    # So are the other commands that sign links.
+    assert "signs with key" in one_line_error(fairclick("preview", "c", "--to", "ann@example.com",
+                                                        **campaign_to_send))  # fmt: skip
+    assert "signs with key" in one_line_error(fairclick("worker", **campaign_to_send))
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+    # With the tracker's key it goes out, and its links work on that tracker.
+    sent = fairclick("send", "c", "--quiet", FAIRCLICK_SECRET_KEY=OTHER_KEY, **campaign_to_send)
+    assert sent.returncode == 0, sent.stderr
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE status = 'sent'") == 4
+
+
+async def test_rotation_signs_with_the_new_key_once_the_tracker_verifies_it(
+    fairclick, serve_briefly, campaign_to_send, pool, mailbox
+):
+    # Step 1: the tracker verifies the new key too (the old one still first).
+    serve_briefly(FAIRCLICK_SECRET_KEY=f"{KEY},{OTHER_KEY}")
+    # Step 2: senders sign with the new key, still verifying the old.
+    sent = fairclick(
+        "send", "c", "--quiet", FAIRCLICK_SECRET_KEY=f"{OTHER_KEY},{KEY}", **campaign_to_send
+    )
+    assert sent.returncode == 0, sent.stderr
+    html = mailbox.for_address("ann@example.com")[0].get_body(("html",)).get_content()
+    token = tracked_links(html)[0].rpartition("/c/")[2]
+    assert Tokens((OTHER_KEY.encode(),)).click.decode(token) is not None
+    # Step 3: the tracker drops the old key: mail sent before with it is warned about.
+    _out, err = serve_briefly(FAIRCLICK_SECRET_KEY=OTHER_KEY)
+    assert "Warning" not in err and "Traceback" not in err and "signed with key" not in err
+
+
+async def test_serve_warns_about_signing_keys_it_cannot_verify(
+    fairclick, serve_briefly, campaign_to_send, pool
+):
+    # No tracker has started yet: nothing to check against, the signing key is recorded.
+    sent = fairclick("send", "c", "--quiet", **campaign_to_send)
+    assert sent.returncode == 0, sent.stderr
+    assert await key_rows(pool) == {(key_fingerprint(KEY.encode()), "signs")}
+
+    _out, err = serve_briefly(FAIRCLICK_SECRET_KEY=OTHER_KEY)
+    warning = f"mail was signed with key {key_fingerprint(KEY.encode())}"
+    assert [line for line in err.splitlines() if warning in line] == [
+        f"fairclick: {warning} (last on {datetime.now(UTC):%Y-%m-%d}) that this tracker does "
+        "not verify: its links and unsubscribe URLs answer 404. Add that key to "
+        "FAIRCLICK_SECRET_KEY after the current one (the first signs, all verify), or set the "
+        "senders' FAIRCLICK_SECRET_KEY to this tracker's"
+    ]
+    # Rotation done right: the tracker verifies the old key too, so no warning.
+    _out, err = serve_briefly(FAIRCLICK_SECRET_KEY=f"{OTHER_KEY},{KEY}")
+    assert warning not in err
+
+
+def test_a_key_fingerprint_is_fixed_and_short_and_not_the_key():
+    fingerprint = key_fingerprint(KEY.encode())
+    assert re.fullmatch(r"[0-9a-f]{16}", fingerprint)
+    assert fingerprint == key_fingerprint(KEY.encode()) != key_fingerprint(OTHER_KEY.encode())
+    assert fingerprint not in hashlib.sha256(KEY.encode()).hexdigest()  # not a plain hash
