@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,6 +34,20 @@ async def connected(
         await pool.close()
 
 
+async def signing_settings(pool: asyncpg.Pool, settings: Settings, *, record: bool = True):
+    """settings with their keys, once the signing key is one the deployment's tracker verifies.
+
+    Otherwise every link and unsubscribe URL signed would answer 404: one line instead.
+    """
+    from tracker.key_fingerprints import check_signing_key, key_source
+
+    source = key_source(settings)
+    settings = settings.with_secret_keys()
+    async with pool.acquire() as conn:
+        await check_signing_key(conn, settings.secret_keys, source=source, record=record)
+    return settings
+
+
 async def cmd_migrate(args, settings: Settings) -> int:
     from tracker.partitions import ensure_partitions
 
@@ -48,8 +63,6 @@ async def cmd_migrate(args, settings: Settings) -> int:
 
 
 def cmd_serve(args, settings: Settings) -> int:
-    from aiohttp import web
-
     from tracker.app import create_app
     from tracker.operators import for_operators
 
@@ -58,27 +71,84 @@ def cmd_serve(args, settings: Settings) -> int:
             if args.migrate:
                 await schema.migrate(conn)
             await schema.ensure_current(conn)
+            if args.ready_fd is None:  # a worker's supervisor has done it
+                from tracker.key_fingerprints import record_tracker_keys
 
+                await record_tracker_keys(conn, settings.with_secret_keys().secret_keys)
+
+    if args.ready_fd is not None:
+        # A worker of `serve --workers N`: its start-up error goes to the supervisor,
+        # which says it once for all of them.
+        from fairclick.workers import StartReport
+
+        report = StartReport(args.ready_fd)
+        try:
+            asyncio.run(check())
+            run_tracker(
+                create_app(settings), args.host, args.port, reuse_port=True, ready=report.ready
+            )
+        except FairclickError as exc:
+            if not report.failed(exc):
+                raise
+            return 2
+        return 0
     asyncio.run(check())
     operators = f"; for operators: {for_operators(settings)}"
     if args.workers > 1:
         from fairclick.workers import serve_workers
 
         return serve_workers(args.host, args.port, args.workers, operators)
-    # run_app stops on SIGINT and SIGTERM: it stops accepting, finishes the requests in
-    # hand, then the app's cleanup flushes every queued click before the process exits.
-    web.run_app(
+    run_tracker(
         create_app(settings),
-        host=args.host,
-        port=args.port,
+        args.host,
+        args.port,
         reuse_port=args.reuse_port,
-        print=None if args.quiet else _serving(args, operators),
+        ready=None if args.quiet else _serving(args, operators),
     )
     return 0
 
 
+def run_tracker(app, host: str, port: int, *, reuse_port: bool, ready) -> None:
+    """Serve app until SIGINT/SIGTERM; ready() is called once it listens."""
+    import errno
+    import socket
+
+    from aiohttp import web
+
+    try:
+        # run_app stops on SIGINT and SIGTERM: it stops accepting, finishes the requests
+        # in hand, then the app's cleanup flushes every queued click before the process exits.
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            reuse_port=reuse_port,
+            print=(lambda _text: ready()) if ready else None,
+        )
+    except socket.gaierror as exc:
+        raise FairclickError(
+            f"cannot listen on {host}:{port}: the host is unknown ({exc.strerror}); "
+            "use an address of this machine with --host, e.g. --host 0.0.0.0"
+        ) from None
+    except OSError as exc:
+        why = {
+            errno.EADDRINUSE: "another process is using that port: stop it or choose another "
+            "with --port",
+            errno.EACCES: "not allowed to use that port (below 1024 needs privileges): "
+            "choose another with --port",
+            errno.EADDRNOTAVAIL: "that address is not one of this machine's: use --host "
+            "with one that is, e.g. --host 0.0.0.0",
+        }.get(exc.errno)
+        if why is None:
+            raise
+        # exc.strerror is asyncio's long sentence repeating host and port; the errno's is enough.
+        raise FairclickError(
+            f"cannot listen on {host}:{port} ({os.strerror(exc.errno)}): {why}"
+        ) from None
+
+
 def _serving(args, note: str):
-    def announce(_text: str) -> None:
+    def announce() -> None:
         print(
             f"fairclick tracker on http://{args.host}:{args.port} (Ctrl-C stops){note}", flush=True
         )
@@ -141,8 +211,8 @@ async def cmd_worker(args, settings: Settings) -> int:
 
     from mailer.delivery import Delivery
 
-    settings = settings.with_secret_keys()
     async with connected(settings) as pool:
+        settings = await signing_settings(pool, settings)
         delivery = Delivery(pool, settings, until_idle=False)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -158,9 +228,11 @@ async def cmd_worker(args, settings: Settings) -> int:
 async def cmd_preview(args, settings: Settings) -> int:
     from mailer.preview import preview_message
 
-    settings = settings.with_secret_keys()
-    async with connected(settings) as pool, pool.acquire() as conn:
-        preview = await preview_message(conn, settings, args.name, args.to)
+    async with connected(settings) as pool:
+        # Its links are placeholders, but the mail it shows would carry this key's links.
+        settings = await signing_settings(pool, settings, record=False)
+        async with pool.acquire() as conn:
+            preview = await preview_message(conn, settings, args.name, args.to)
     message = preview.message
     # What would be sent (but for the tokens), with the terminal's line endings, not CRLF.
     sys.stdout.write(message.as_string(policy=message.policy.clone(linesep="\n")))
@@ -173,11 +245,11 @@ async def cmd_send(args, settings: Settings) -> int:
     from fairclick.progress import ProgressBar
     from mailer.sending import send_campaign
 
-    settings = settings.with_secret_keys()
     settings.require_base_url()
     settings.require_smtp()
     bar = None if args.quiet else ProgressBar()
     async with connected(settings) as pool:
+        settings = await signing_settings(pool, settings)
         progress = await send_campaign(pool, settings, args.name, on_progress=bar)
     if bar:
         bar.finish()
@@ -276,6 +348,21 @@ def cmd_quickstart(args, settings: Settings) -> int:
     return asyncio.run(quickstart(settings, host=args.host, port=args.port))
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 1-65535 (argparse turns the ValueError into one usage line)."""
+    port = int(text)
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"{text} is not a port: use a number from 1 to 65535")
+    return port
+
+
+def positive_count(text: str) -> int:
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text} is too few: at least 1")
+    return count
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fairclick", description="Email link tracking that asks first."
@@ -284,13 +371,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the tracker web service")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=port_number, default=8080)
     p.add_argument("--migrate", action="store_true", help="apply pending migrations first")
     p.add_argument(
-        "--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)"
+        "--workers",
+        type=positive_count,
+        default=1,
+        help="processes sharing the port (SO_REUSEPORT)",
     )
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+    # Set by `serve --workers N` for each worker: where to say "listening" or why not.
+    p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     p.set_defaults(run=cmd_serve, sync=True)
 
     p = sub.add_parser("migrate", help="apply pending database migrations")
@@ -378,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quickstart", help="run everything locally on the embedded defaults")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=port_number, default=8080)
     p.set_defaults(run=cmd_quickstart, sync=True)
     return parser
 

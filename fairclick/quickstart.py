@@ -18,6 +18,7 @@ from tracker.app import create_app
 from tracker.bots import BURST_LINKS, BURST_SECONDS
 from tracker.database import create_pool, database_url
 from tracker.errors import FairclickError
+from tracker.key_fingerprints import check_signing_key, key_source, record_tracker_keys
 from tracker.operators import for_operators
 from tracker.pages import templates_dir
 from tracker.recipients import import_recipients
@@ -31,6 +32,7 @@ CAMPAIGN = "welcome"
 async def quickstart(settings: Settings, *, host: str, port: int) -> int:
     example = templates_dir() / "email" / "example"
     mail_dir = settings.data_dir / "mail"
+    signing_key = key_source(settings)
     settings = settings.with_secret_keys()
     if settings.base_url is None:
         settings = replace(settings, base_url=f"http://{host}:{port}")
@@ -42,6 +44,10 @@ async def quickstart(settings: Settings, *, host: str, port: int) -> int:
         async with pool.acquire() as conn:
             applied = await schema.migrate(conn)
             print(f"database ready ({len(applied)} migration(s) applied)")
+            # The tracker started below verifies these keys and the mail is signed with the
+            # first: recorded, so a later `send` with another key is refused, not silent.
+            await record_tracker_keys(conn, settings.secret_keys)
+            await check_signing_key(conn, settings.secret_keys, source=signing_key)
         capture = start_capture_server(mail_dir, host="127.0.0.1")
         settings = replace(settings, smtp=SmtpTarget("127.0.0.1", capture.port, use_tls=False))
         print(f"SMTP capture server on 127.0.0.1:{capture.port}, saving mail to {mail_dir}")

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from conftest import free_port
+from helpers import tracked_links
+
+from tracker.tokens import Tokens, key_fingerprint
 
 KEY = "cli-test-secret-key-0123456789ab"
 PEOPLE = (
@@ -23,29 +32,33 @@ PEOPLE = (
 HTML = '<p>Hi {{ recipient.name }}</p>\n<a href="https://example.com/one">one</a>\n'
 
 
+def environment(db_url, tmp_path, **env: str | None) -> dict[str, str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("FAIRCLICK_")}
+    environ |= {
+        "FAIRCLICK_DATABASE_URL": db_url,
+        "FAIRCLICK_DATA_DIR": str(tmp_path / "data"),
+        "FAIRCLICK_SECRET_KEY": KEY,
+    }
+    for name, value in env.items():
+        if value is None:
+            environ.pop(name, None)
+        else:
+            environ[name] = value
+    return environ
+
+
 @pytest.fixture
 def fairclick(db_url, tmp_path):
     """Run `fairclick ARGS` with the test database; extra env values override (None unsets)."""
 
-    def run(*args: str, **env: str | None) -> subprocess.CompletedProcess:
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("FAIRCLICK_")}
-        environ |= {
-            "FAIRCLICK_DATABASE_URL": db_url,
-            "FAIRCLICK_DATA_DIR": str(tmp_path / "data"),
-            "FAIRCLICK_SECRET_KEY": KEY,
-        }
-        for name, value in env.items():
-            if value is None:
-                environ.pop(name, None)
-            else:
-                environ[name] = value
+    def run(*args: str, timeout: float = 120, **env: str | None) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "fairclick.cli", *args],
-            env=environ,
+            env=environment(db_url, tmp_path, **env),
             cwd=tmp_path,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=timeout,
         )
 
     return run
@@ -78,6 +91,36 @@ async def test_malformed_setting_is_one_clear_line(fairclick, variable, value, c
 
 
 @pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("mysql://x@y/z", "not a PostgreSQL URL (scheme 'mysql')"),
+        ("not a url", "not a PostgreSQL URL (no scheme)"),
+        ("postgresql://fc:pw@127.0.0.1:99999/fc", "the port 99999 that is not a number"),
+        ("postgresql://fc:s3cret/fc", "a port that is not a number"),  # host forgotten
+        ("postgresql://fc:pw@[::1/fc", "malformed"),
+    ],
+)
+@pytest.mark.parametrize("command", [["migrate"], ["serve", "--port", "1"], ["send", "c"]])
+async def test_malformed_database_url_is_one_line_naming_it(fairclick, value, says, command):
+    line = one_line_error(fairclick(*command, FAIRCLICK_DATABASE_URL=value))
+    assert line.startswith("fairclick: FAIRCLICK_DATABASE_URL") and says in line
+    assert "postgresql://" in line  # an example of a good one
+    assert "s3cret" not in line and "pw@" not in line  # the password is never echoed
+
+
+async def test_database_that_cannot_be_reached_is_one_line(fairclick, db_url, tmp_path):
+    parts = urlsplit(db_url)
+    missing_db = urlunsplit(parts._replace(path="/no_such_database"))
+    for url, says in [
+        (missing_db, 'database "no_such_database" does not exist'),
+        (f"postgresql://fc@127.0.0.1:{free_port()}/fc", "nothing accepts connections there"),
+        ("postgresql://fc@host.invalid/fc", "host name is unknown"),
+    ]:
+        line = one_line_error(fairclick("migrate", FAIRCLICK_DATABASE_URL=url))
+        assert says in line and "FAIRCLICK_DATABASE_URL" in line
+
+
+@pytest.mark.parametrize(
     ("missing", "present"),
     [
         ("FAIRCLICK_BASE_URL", {"FAIRCLICK_SMTP_URL": "smtp://127.0.0.1:1"}),
@@ -88,6 +131,39 @@ async def test_send_names_the_missing_setting(fairclick, pool, missing, present)
     line = one_line_error(fairclick("send", "spring", "--quiet", **present))
     assert f"{missing} is not set" in line
     assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+@pytest.fixture
+def busy_port():
+    """A port another process's socket holds (listening, without SO_REUSEPORT)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_serve_on_a_busy_port_is_one_line(fairclick, busy_port, workers):
+    # Before, one worker printed a traceback; two were restarted forever.
+    result = fairclick("serve", "--port", str(busy_port), "--workers", workers, timeout=60)
+    line = one_line_error(result)
+    assert f"cannot listen on 127.0.0.1:{busy_port} (Address already in use)" in line
+    assert "choose another with --port" in line
+    assert result.stdout == ""  # never claimed to be serving
+
+
+BAD_NUMBERS = [["--port", "70000"], ["--port", "-1"], ["--port", "0"], ["--port", "x"]]
+
+
+@pytest.mark.parametrize(
+    ("command", "args"),
+    [("serve", a) for a in [*BAD_NUMBERS, ["--workers", "0"]]]
+    + [("quickstart", a) for a in BAD_NUMBERS],
+)
+async def test_port_and_workers_out_of_range_are_refused_by_the_parser(fairclick, command, args):
+    result = fairclick(command, *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"error: argument {args[0]}: " in result.stderr.strip().splitlines()[-1]
 
 
 async def test_import_with_bad_rows_lists_each_and_imports_nothing(fairclick, write_file, pool):
@@ -385,3 +461,136 @@ async def test_preview_of_a_hostile_stored_template_is_one_line_and_runs_nothing
     )
     assert "hostile.html:2: SecurityError" in one_line_error(result)
     assert not marker.exists()
+
+
+def test_embedded_database_without_xdg_runtime_dir_prints_no_warning(tmp_path):
+    """platformdirs warns when XDG_RUNTIME_DIR is unset; no command passes that on."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAIRCLICK_", "XDG_"))}
+    env |= {"FAIRCLICK_DATA_DIR": str(tmp_path / "d"), "PYTHONWARNINGS": "default"}
+    for args in (["migrate"], ["report", "nope"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "fairclick.cli", *args],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert "Warning" not in result.stderr, result.stderr
+        assert result.returncode == (0 if args == ["migrate"] else 2), result.stderr
+
+
+OTHER_KEY = "another-cli-secret-key-0123456789"
+
+
+@pytest.fixture
+def serve_briefly(db_url, tmp_path):
+    """Start `fairclick serve` with env, wait until it listens, stop it; (stdout, stderr)."""
+
+    def run(**env: str | None) -> tuple[str, str]:
+        with subprocess.Popen(
+            [sys.executable, "-m", "fairclick.cli", "serve", "--port", str(free_port())],
+            env=environment(db_url, tmp_path, **env),
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ) as process:  # fmt: skip
+            try:
+                first = process.stdout.readline()  # printed once it listens
+                assert "fairclick tracker on" in first, process.stderr.read()
+            finally:
+                process.send_signal(signal.SIGTERM)
+                out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        return first + out, err
+
+    return run
+
+
+@pytest.fixture
+async def campaign_to_send(add_recipients, make_campaign, mailbox, tracker_port):
+    """Campaigns 'c' and 'd' and four recipients; the env `send` needs besides the key."""
+    await add_recipients(PEOPLE)
+    await make_campaign(HTML, name="c")
+    await make_campaign(HTML, name="d")
+    return {
+        "FAIRCLICK_SMTP_URL": f"smtp://127.0.0.1:{mailbox.port}",
+        "FAIRCLICK_BASE_URL": f"http://127.0.0.1:{tracker_port}",
+    }
+
+
+async def key_rows(pool) -> set[tuple[str, str]]:
+    return {tuple(r) for r in await pool.fetch("SELECT fingerprint, role FROM key_fingerprints")}
+
+
+async def test_send_with_a_key_the_tracker_does_not_verify_is_refused(
+    fairclick, serve_briefly, campaign_to_send, pool, mailbox, tmp_path
+):
+    """Mail signed with another key than the tracker's answers 404 on every link: refused."""
+    serve_briefly(FAIRCLICK_SECRET_KEY=OTHER_KEY)
+    assert await key_rows(pool) == {(key_fingerprint(OTHER_KEY.encode()), "verifies")}
+
+    line = one_line_error(fairclick("send", "c", "--quiet", **campaign_to_send))
+    assert f"FAIRCLICK_SECRET_KEY signs with key {key_fingerprint(KEY.encode())}" in line
+    assert f"the tracker verifies only {key_fingerprint(OTHER_KEY.encode())}" in line
+    assert "Set FAIRCLICK_SECRET_KEY to the tracker's key" in line
+    assert KEY not in line and OTHER_KEY not in line  # fingerprints, never keys
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+    assert mailbox.messages() == []
+    # A key generated in the data dir (FAIRCLICK_SECRET_KEY unset) is refused the same way.
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "secret_key").write_text("a-key-quickstart-generated-once-0123\n")
+    line = one_line_error(
+        fairclick("send", "c", "--quiet", FAIRCLICK_SECRET_KEY=None, **campaign_to_send)
+    )
+    assert "secret_key (FAIRCLICK_SECRET_KEY is not set) signs with key" in line
+    # So are the other commands that sign links.
+    assert "signs with key" in one_line_error(fairclick("preview", "c", "--to", "ann@example.com",
+                                                        **campaign_to_send))  # fmt: skip
+    assert "signs with key" in one_line_error(fairclick("worker", **campaign_to_send))
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+    # With the tracker's key it goes out, and its links work on that tracker.
+    sent = fairclick("send", "c", "--quiet", FAIRCLICK_SECRET_KEY=OTHER_KEY, **campaign_to_send)
+    assert sent.returncode == 0, sent.stderr
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE status = 'sent'") == 4
+
+
+async def test_rotation_signs_with_the_new_key_once_the_tracker_verifies_it(
+    fairclick, serve_briefly, campaign_to_send, pool, mailbox
+):
+    # Step 1: the tracker verifies the new key too (the old one still first).
+    serve_briefly(FAIRCLICK_SECRET_KEY=f"{KEY},{OTHER_KEY}")
+    # Step 2: senders sign with the new key, still verifying the old.
+    sent = fairclick(
+        "send", "c", "--quiet", FAIRCLICK_SECRET_KEY=f"{OTHER_KEY},{KEY}", **campaign_to_send
+    )
+    assert sent.returncode == 0, sent.stderr
+    html = mailbox.for_address("ann@example.com")[0].get_body(("html",)).get_content()
+    token = tracked_links(html)[0].rpartition("/c/")[2]
+    assert Tokens((OTHER_KEY.encode(),)).click.decode(token) is not None
+    # Step 3: the tracker drops the old key: mail sent before with it is warned about.
+    _out, err = serve_briefly(FAIRCLICK_SECRET_KEY=OTHER_KEY)
+    assert "Warning" not in err and "Traceback" not in err and "signed with key" not in err
+
+
+async def test_serve_warns_about_signing_keys_it_cannot_verify(
+    fairclick, serve_briefly, campaign_to_send, pool
+):
+    # No tracker has started yet: nothing to check against, the signing key is recorded.
+    sent = fairclick("send", "c", "--quiet", **campaign_to_send)
+    assert sent.returncode == 0, sent.stderr
+    assert await key_rows(pool) == {(key_fingerprint(KEY.encode()), "signs")}
+
+    _out, err = serve_briefly(FAIRCLICK_SECRET_KEY=OTHER_KEY)
+    warning = f"mail was signed with key {key_fingerprint(KEY.encode())}"
+    assert [line for line in err.splitlines() if warning in line] == [
+        f"fairclick: {warning} (last on {datetime.now(UTC):%Y-%m-%d}) that this tracker does "
+        "not verify: its links and unsubscribe URLs answer 404. Add that key to "
+        "FAIRCLICK_SECRET_KEY after the current one (the first signs, all verify), or set the "
+        "senders' FAIRCLICK_SECRET_KEY to this tracker's"
+    ]
+    # Rotation done right: the tracker verifies the old key too, so no warning.
+    _out, err = serve_briefly(FAIRCLICK_SECRET_KEY=f"{OTHER_KEY},{KEY}")
+    assert warning not in err
+
+
+def test_a_key_fingerprint_is_fixed_and_short_and_not_the_key():
+    fingerprint = key_fingerprint(KEY.encode())
+    assert re.fullmatch(r"[0-9a-f]{16}", fingerprint)
+    assert fingerprint == key_fingerprint(KEY.encode()) != key_fingerprint(OTHER_KEY.encode())
+    assert fingerprint not in hashlib.sha256(KEY.encode()).hexdigest()  # not a plain hash

@@ -312,3 +312,19 @@ DELETE FROM clicks WHERE clicked_at < $1
 
 -- name: delete_opens_before
 DELETE FROM opens WHERE opened_at < $1
+
+-- name: record_key_fingerprint
+INSERT INTO key_fingerprints (fingerprint, role) VALUES ($1, $2)
+ON CONFLICT (fingerprint, role) DO UPDATE SET last_seen = now()
+
+-- name: keys_trackers_verify
+-- The keys of the most recently started tracker: what the deployment verifies now.
+SELECT fingerprint FROM key_fingerprints
+WHERE role = 'verifies'
+  AND last_seen = (SELECT max(last_seen) FROM key_fingerprints WHERE role = 'verifies')
+ORDER BY fingerprint
+
+-- name: recent_signing_keys
+SELECT fingerprint, last_seen FROM key_fingerprints
+WHERE role = 'signs' AND last_seen > now() - make_interval(days => $1)
+ORDER BY last_seen DESC

@@ -60,10 +60,11 @@ class Settings:
         if base_url is not None:
             base_url = parse_base_url(base_url)
         keys = env.get("FAIRCLICK_SECRET_KEY") or None
+        database_url = env.get("FAIRCLICK_DATABASE_URL") or None
         smtp = env.get("FAIRCLICK_SMTP_URL") or None
         return cls(
             data_dir=data_dir,
-            database_url=env.get("FAIRCLICK_DATABASE_URL") or None,
+            database_url=parse_database_url(database_url) if database_url else None,
             base_url=base_url,
             secret_keys=parse_secret_keys(keys) if keys else (),
             smtp=parse_smtp_url(smtp) if smtp else None,
@@ -106,6 +107,41 @@ def parse_base_url(value: str) -> str:
             "use e.g. FAIRCLICK_BASE_URL=https://click.example.com"
         )
     return value.strip().rstrip("/")
+
+
+DATABASE_URL_EXAMPLE = "FAIRCLICK_DATABASE_URL=postgresql://fairclick:PASSWORD@db.example.com:5432/fairclick"
+
+
+def parse_database_url(value: str) -> str:
+    """A PostgreSQL URL whose scheme and ports asyncpg will take; the value is never echoed.
+
+    It holds the database password, so errors name what is wrong, not the URL.
+    """
+    url = value.strip()
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigError(
+            f"FAIRCLICK_DATABASE_URL is malformed ({exc}): use e.g. {DATABASE_URL_EXAMPLE}"
+        ) from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        found = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+        raise ConfigError(
+            f"FAIRCLICK_DATABASE_URL is not a PostgreSQL URL ({found}): "
+            f"use e.g. {DATABASE_URL_EXAMPLE}"
+        )
+    # asyncpg takes several hosts ("h1:5432,h2:5433"); urlsplit's .port does not.
+    for host in parts.netloc.rpartition("@")[2].split(","):
+        port = host.rpartition("]")[2] if host.startswith("[") else host
+        _, colon, port = port.rpartition(":") if ":" in port else ("", "", "")
+        if colon and port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            # Digits only are shown: "user:secret/db" (no host) would put a password here.
+            shown = f"the port {port[:12]}" if port.isascii() and port.isdigit() else "a port"
+            raise ConfigError(
+                f"FAIRCLICK_DATABASE_URL has {shown} that is not a number from 1 to 65535 "
+                f"(PostgreSQL's is 5432): use e.g. {DATABASE_URL_EXAMPLE}"
+            )
+    return url
 
 
 def _number(env: dict, name: str, default: float, *, minimum: float) -> float:
