@@ -72,7 +72,13 @@ class _Worker:
         read_fd, write_fd = os.pipe()
         try:
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and args
-                [*command, "--ready-fd", str(write_fd)], env=env, pass_fds=(write_fd,)
+                [*command, "--ready-fd", str(write_fd)],
+                env=env,
+                pass_fds=(write_fd,),
+                # A group of its own: a terminal's Ctrl-C reaches only the supervisor, which
+                # passes one SIGTERM on. A second signal in the middle of a worker's flush
+                # would end it there (aiohttp's GracefulExit again, or the default action).
+                process_group=0,
             )
         except BaseException:
             os.close(read_fd)
@@ -81,6 +87,7 @@ class _Worker:
             os.close(write_fd)
         self.fd: int | None = read_fd
         self.said = b""
+        self.told_to_stop = False
 
     def read(self) -> bool:
         """Take what the worker wrote; False at the end of the pipe."""
@@ -133,7 +140,9 @@ def serve_workers(host: str, port: int, count: int, note: str = "") -> int:
         nonlocal stopping
         stopping = True
         for worker in workers:
-            if worker.process.poll() is None:
+            # Once each: a worker told twice stops in the middle of its flush.
+            if worker.process.poll() is None and not worker.told_to_stop:
+                worker.told_to_stop = True
                 worker.process.send_signal(signal.SIGTERM)
 
     def stop_all() -> list[int]:
