@@ -72,6 +72,7 @@ class Server:
             "FAIRCLICK_DATABASE_URL": database_url,
             "FAIRCLICK_SECRET_KEY": TEST_KEY.decode(),
             "FAIRCLICK_DATA_DIR": str(data_dir),
+            "FAIRCLICK_OPS_LISTEN": "off",  # not 9180, which anything else may hold
         }
         data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
@@ -119,7 +120,9 @@ async def serve(tmp_path):
 
 @pytest.fixture
 async def http():
-    timeout = aiohttp.ClientTimeout(total=20)
+    # Generous: during an outage a click waits for its batch's retries and then the spool,
+    # and on a machine under load (CI, two busy loops) that can take many seconds.
+    timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         yield session
 

@@ -315,3 +315,28 @@ async def test_a_click_queued_after_the_flushers_last_look_is_written_by_stop(
     result = await asyncio.wait_for(late[0], timeout=10)
     assert result.outcome is Outcome.STORED
     assert await pool.fetchval("SELECT user_agent FROM clicks") == "l"
+
+
+async def test_an_unexpected_error_while_writing_spools_the_batch_and_the_flusher_lives_on(
+    pool, tmp_path, message_and_link, monkeypatch
+):
+    """A flusher that died left every request queued behind it waiting for ever."""
+    recorder = Recorder(pool, Spool(tmp_path / "spool"), flushers=1)
+    store = Recorder._store
+    calls = []
+
+    async def fails_once(self, events):
+        calls.append(len(events))
+        if len(calls) == 1:
+            raise RuntimeError("a bug in writing")
+        return await store(self, events)
+
+    monkeypatch.setattr(Recorder, "_store", fails_once)
+    await recorder.start()
+    try:
+        first = await asyncio.wait_for(recorder.record(click(*message_and_link, "a")), 10)
+        second = await asyncio.wait_for(recorder.record(click(*message_and_link, "b")), 10)
+    finally:
+        await recorder.stop()
+    assert (first.outcome, second.outcome) == (Outcome.SPOOLED, Outcome.STORED)
+

@@ -10,6 +10,7 @@ spool is replayed — exactly once, by file — when the database is back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import secrets
@@ -221,8 +222,11 @@ class Recorder:
         try:
             await self.pool.release(conn, timeout=2)
         except Exception as exc:  # a connection PostgreSQL already dropped
-            log.debug("releasing a recorder connection: %r", exc)
-            conn.terminate()
+            log.debug("releasing a recorder connection: %s", _described(exc))
+            # The pool may have taken it back before the release failed (a timeout, a
+            # broken reset): then it is the pool's to close, and terminate() refuses.
+            with contextlib.suppress(asyncpg.InterfaceError):
+                conn.terminate()
 
     def _keep(self, task: asyncio.Task) -> asyncio.Task:
         self._tasks.add(task)
@@ -254,7 +258,16 @@ class Recorder:
     async def _flush(self, batch: list[tuple[Click | Open, asyncio.Future]]) -> None:
         events = [event for event, _ in batch]
         metrics.BATCH_SIZE.observe(len(batch))
-        results = None if self.degraded else await self._store(events)
+        results = None
+        if not self.degraded:
+            try:
+                results = await self._store(events)
+            except Exception as exc:
+                # A bug, not an outage: the batch goes to the spool all the same, and the
+                # flusher lives on. A flusher that died here left every request queued
+                # behind it waiting for ever (found under a PostgreSQL restart).
+                log.error("writing %d events failed (%s): spooling them", len(events),
+                          _described(exc))  # fmt: skip
         if results is None:
             try:
                 await asyncio.to_thread(self.spool.append, [_to_spool_row(e) for e in events])
