@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import textwrap
+from collections.abc import Iterator
 from dataclasses import replace
 
 from aiohttp import web
@@ -74,8 +76,9 @@ async def quickstart(settings: Settings, *, host: str, port: int) -> int:
         runner = web.AppRunner(create_app(settings, pool=pool))
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
-        await _print_guide(pool, settings, mail_dir)
-        await _wait_for_stop()
+        with _stop_signal() as stop:  # before the guide says Ctrl-C stops everything
+            await _print_guide(pool, settings, mail_dir)
+            await stop.wait()
         print("\nstopping…")
         return 0
     except OSError as exc:
@@ -127,13 +130,15 @@ _HOW_CLICKS_COUNT = textwrap.fill(
 )
 
 
-async def _wait_for_stop() -> None:
+@contextlib.contextmanager
+def _stop_signal() -> Iterator[asyncio.Event]:
+    """An event that Ctrl-C (SIGINT) or SIGTERM sets while the block runs."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        yield stop
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

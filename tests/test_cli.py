@@ -38,6 +38,8 @@ def environment(db_url, tmp_path, **env: str | None) -> dict[str, str]:
         "FAIRCLICK_DATABASE_URL": db_url,
         "FAIRCLICK_DATA_DIR": str(tmp_path / "data"),
         "FAIRCLICK_SECRET_KEY": KEY,
+        # Not the default 127.0.0.1:9180, which anything else on the machine may hold.
+        "FAIRCLICK_OPS_LISTEN": "off",
     }
     for name, value in env.items():
         if value is None:

@@ -60,6 +60,7 @@ def serve(db_url: str, port: int, *extra: str) -> asyncio.subprocess.Process:
         **os.environ,
         "FAIRCLICK_DATABASE_URL": db_url,
         "FAIRCLICK_SECRET_KEY": "serve-test-key-0123456789abcdef",
+        "FAIRCLICK_OPS_LISTEN": "off",  # not 9180, which anything else may hold
     }
     return asyncio.create_subprocess_exec(
         sys.executable,

@@ -10,6 +10,7 @@ import signal
 import sys
 
 import aiohttp
+from conftest import free_port
 
 from tracker.bots import KNOWN_AGENT
 
@@ -31,6 +32,7 @@ async def run(*args: str, env: dict) -> tuple[int, str, str]:
 async def test_quickstart_runs_the_whole_loop(tmp_path, tracker_port):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAIRCLICK_")}
     env["FAIRCLICK_DATA_DIR"] = str(tmp_path / "data")
+    env["FAIRCLICK_OPS_LISTEN"] = f"127.0.0.1:{free_port()}"  # not 9180: anything may hold it
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -45,7 +47,8 @@ async def test_quickstart_runs_the_whole_loop(tmp_path, tracker_port):
     printed = []
     try:
         while not printed or "Ctrl-C stops everything" not in printed[-1]:
-            line = await asyncio.wait_for(process.stdout.readline(), 120)
+            # Generous: the first start creates the embedded database (initdb).
+            line = await asyncio.wait_for(process.stdout.readline(), 240)
             assert line, "quickstart ended early: " + (await process.stderr.read()).decode()
             printed.append(line.decode())
         output = "".join(printed)
@@ -88,7 +91,11 @@ async def test_quickstart_runs_the_whole_loop(tmp_path, tracker_port):
         assert f"bot clicks by reason: 1 {KNOWN_AGENT}" in out
     finally:
         process.send_signal(signal.SIGINT)
-        await asyncio.wait_for(process.wait(), 60)
+        try:
+            await asyncio.wait_for(process.wait(), 60)
+        except TimeoutError:
+            process.kill()  # never left running, holding its ports, for the tests after it
+            raise
     assert process.returncode == 0
     assert "Traceback" not in (await process.stderr.read()).decode()
     assert (tmp_path / "data" / "secret_key").stat().st_mode & 0o777 == 0o600

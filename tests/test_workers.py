@@ -115,6 +115,7 @@ def serve_env(db_url, tmp_path) -> dict[str, str]:
         "FAIRCLICK_DATABASE_URL": db_url,
         "FAIRCLICK_SECRET_KEY": TEST_KEY.decode(),
         "FAIRCLICK_DATA_DIR": str(tmp_path / "data"),
+        "FAIRCLICK_OPS_LISTEN": "off",  # not 9180, which anything else may hold
     }
 
 
