@@ -1,6 +1,10 @@
-"""Reading what the mailer produced, as the tests need it."""
+"""Reading what the mailer produced, and running quickstart, as the tests need it."""
 
+import asyncio
+import contextlib
 import re
+import signal
+import sys
 from pathlib import Path
 
 from tracker.tokens import Tokens
@@ -71,3 +75,29 @@ def bad_tokens(settings, recipient_id: int) -> dict[str, str]:
     }
     assert tuple(made) == BAD_TOKEN_KINDS
     return made
+
+
+@contextlib.asynccontextmanager
+async def running_quickstart(env: dict, port: int):
+    """`fairclick quickstart` as a real process, up once it printed its guide; yields
+    (process, what it printed). Stopped with Ctrl-C at the end, and killed if it does not
+    stop in time: never left running, holding its ports, for the tests after it."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fairclick.cli", "quickstart", "--port", str(port), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    printed = []
+    try:
+        while not printed or "Ctrl-C stops everything" not in printed[-1]:
+            # Generous: the first start creates the embedded database (initdb).
+            line = await asyncio.wait_for(process.stdout.readline(), 240)
+            assert line, "quickstart ended early: " + (await process.stderr.read()).decode()
+            printed.append(line.decode())
+        yield process, "".join(printed)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(process.wait(), 60)
+        except TimeoutError:
+            process.kill()
+            raise

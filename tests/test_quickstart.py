@@ -6,11 +6,11 @@ import asyncio
 import json
 import os
 import re
-import signal
 import sys
 
 import aiohttp
 from conftest import free_port
+from helpers import running_quickstart
 
 from tracker.bots import KNOWN_AGENT
 
@@ -33,25 +33,7 @@ async def test_quickstart_runs_the_whole_loop(tmp_path, tracker_port):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAIRCLICK_")}
     env["FAIRCLICK_DATA_DIR"] = str(tmp_path / "data")
     env["FAIRCLICK_OPS_LISTEN"] = f"127.0.0.1:{free_port()}"  # not 9180: anything may hold it
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "fairclick.cli",
-        "quickstart",
-        "--port",
-        str(tracker_port),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    printed = []
-    try:
-        while not printed or "Ctrl-C stops everything" not in printed[-1]:
-            # Generous: the first start creates the embedded database (initdb).
-            line = await asyncio.wait_for(process.stdout.readline(), 240)
-            assert line, "quickstart ended early: " + (await process.stderr.read()).decode()
-            printed.append(line.decode())
-        output = "".join(printed)
+    async with running_quickstart(env, tracker_port) as (process, output):
         link = re.search(r"a tracked link:\s+(\S+)", output)[1]
         prefs = re.search(r"preference page:\s+(\S+)", output)[1]
         assert f"captured emails:  {tmp_path / 'data' / 'mail'}" in output
@@ -89,13 +71,6 @@ async def test_quickstart_runs_the_whole_loop(tmp_path, tracker_port):
         code, out, err = await run("report", "welcome", env=env)
         assert code == 0, err
         assert f"bot clicks by reason: 1 {KNOWN_AGENT}" in out
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            await asyncio.wait_for(process.wait(), 60)
-        except TimeoutError:
-            process.kill()  # never left running, holding its ports, for the tests after it
-            raise
     assert process.returncode == 0
     assert "Traceback" not in (await process.stderr.read()).decode()
     assert (tmp_path / "data" / "secret_key").stat().st_mode & 0o777 == 0o600

@@ -6,13 +6,11 @@ command line. The Python HMAC here is the reference the database's one is held t
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from helpers import running_quickstart
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -325,27 +324,12 @@ async def test_suppression_command_refuses_what_is_not_an_address(
 
 async def quickstart_once(env: dict, port: int) -> str:
     """Run `fairclick quickstart` until it is up, stop it with Ctrl-C; what it printed."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fairclick.cli", "quickstart", "--port", str(port), env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    printed = []
-    try:
-        while not printed or "Ctrl-C stops everything" not in printed[-1]:
-            # Generous: the first start creates the embedded database (initdb).
-            line = await asyncio.wait_for(process.stdout.readline(), 240)
-            assert line, "quickstart ended early: " + (await process.stderr.read()).decode()
-            printed.append(line.decode())
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            _, err = await asyncio.wait_for(process.communicate(), 60)
-        except TimeoutError:
-            process.kill()  # never left running, holding its ports, for the tests after it
-            raise
+    async with running_quickstart(env, port) as (process, printed):
+        pass
+    err = (await process.stderr.read()).decode()
     # Its handler is in place before it says Ctrl-C stops everything: a clean stop.
-    assert process.returncode == 0 and "Traceback" not in err.decode(), err.decode()
-    return "".join(printed)
+    assert process.returncode == 0 and "Traceback" not in err, err
+    return printed
 
 
 @pytest.fixture
