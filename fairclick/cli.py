@@ -63,7 +63,7 @@ async def cmd_migrate(args, settings: Settings) -> int:
 
 
 def cmd_serve(args, settings: Settings) -> int:
-    from tracker.app import create_app
+    from fairclick.apps import tracker_with_console
     from tracker.operators import for_operators
 
     async def check() -> None:
@@ -85,7 +85,11 @@ def cmd_serve(args, settings: Settings) -> int:
         try:
             asyncio.run(check())
             run_tracker(
-                create_app(settings), args.host, args.port, reuse_port=True, ready=report.ready
+                tracker_with_console(settings),
+                args.host,
+                args.port,
+                reuse_port=True,
+                ready=report.ready,
             )
         except FairclickError as exc:
             if not report.failed(exc):
@@ -99,7 +103,7 @@ def cmd_serve(args, settings: Settings) -> int:
 
         return serve_workers(args.host, args.port, args.workers, operators)
     run_tracker(
-        create_app(settings),
+        tracker_with_console(settings),
         args.host,
         args.port,
         reuse_port=args.reuse_port,

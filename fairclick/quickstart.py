@@ -11,12 +11,12 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from fairclick.apps import tracker_with_console
 from mailer.campaigns import create_campaign
 from mailer.capture import start_capture_server
 from mailer.queries import SQL as MAILER_SQL
 from mailer.sending import send_campaign
 from tracker import schema
-from tracker.app import create_app
 from tracker.bots import BURST_LINKS, BURST_SECONDS
 from tracker.database import create_pool, database_url
 from tracker.errors import FairclickError
@@ -73,7 +73,7 @@ async def quickstart(settings: Settings, *, host: str, port: int) -> int:
             f"campaign {CAMPAIGN!r}: sent {c['sent']} now (messages already sent are never resent)"
         )
 
-        runner = web.AppRunner(create_app(settings, pool=pool))
+        runner = web.AppRunner(tracker_with_console(settings, pool=pool))
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
         with _stop_signal() as stop:  # before the guide says Ctrl-C stops everything

@@ -32,7 +32,8 @@ from tracker.settings import Settings, SmtpTarget
 TEST_KEY = b"test-secret-key-0123456789abcdef"
 TABLES = (
     "clicks, opens, message_links, outbox, links, campaigns, consent_events, recipients,"
-    " suppressions, spool_replays, key_fingerprints"
+    " suppressions, spool_replays, key_fingerprints, admins, console_sessions, api_tokens,"
+    " console_actions"
 )
 
 

@@ -1,5 +1,7 @@
 """Typed keys of the tracker application."""
 
+from collections.abc import Callable
+
 import asyncpg
 import jinja2
 from aiohttp import web
@@ -17,3 +19,6 @@ PAGES = web.AppKey("pages", jinja2.Environment)
 RECORDER = web.AppKey("recorder", Recorder)
 TARGETS = web.AppKey("targets", TargetCache)
 DETECTOR = web.AppKey("detector", ScanDetector)
+# What `fairclick serve` adds to the operators' listener (console.app.install): the tracker
+# never imports the console, it is handed it.
+CONSOLE = web.AppKey("console", Callable[[web.Application, web.Application], None])

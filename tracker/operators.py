@@ -16,7 +16,7 @@ from aiohttp import web
 
 from tracker.hardening import hardened_app
 from tracker.health import healthz, prometheus, readyz_detail
-from tracker.keys import POOL, RECORDER, SETTINGS
+from tracker.keys import CONSOLE, POOL, RECORDER, SETTINGS
 from tracker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,13 +32,17 @@ def for_operators(settings: Settings) -> str:
 
 
 def create_operators_app(tracker: web.Application) -> web.Application:
-    """Operators' routes, reading the tracker's pool and recorder."""
+    """Operators' routes, reading the tracker's pool and recorder, and the console if given."""
     app = hardened_app()
     app[POOL] = tracker[POOL]
     app[RECORDER] = tracker[RECORDER]
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz_detail)
-    app.router.add_get("/metrics", prometheus)
+    app[SETTINGS] = tracker[SETTINGS]
+    app.router.add_get("/healthz", healthz, name="healthz")
+    app.router.add_get("/readyz", readyz_detail, name="readyz")
+    app.router.add_get("/metrics", prometheus, name="metrics")
+    install_console = tracker.get(CONSOLE)
+    if install_console is not None:
+        install_console(app, tracker)
     return app
 
 
