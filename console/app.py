@@ -77,6 +77,8 @@ def install(ops: web.Application, tracker: web.Application | None = None) -> Non
     ops.on_response_prepare.append(_console_headers)
     # Each part registers its routes here (console/pages.py, console/api.py, login).
     ops.router.add_routes(api.routes)
+    # The stylesheet (no personal data, and the login page needs it before any login).
+    ops.router.add_static("/static", templates_dir() / "console" / "static", name="static")
 
 
 def create_console_app(settings: Settings, pool) -> web.Application:
