@@ -11,7 +11,7 @@ from urllib.parse import quote
 import jinja2
 from aiohttp import web
 
-from console import api
+from console import api, pages
 from console.auth import principal_of
 from console.keys import CONSOLE_PAGES, PRINCIPAL
 from tracker.hardening import hardened_app
@@ -73,10 +73,12 @@ async def _console_headers(request: web.Request, response: web.StreamResponse) -
 def install(ops: web.Application, tracker: web.Application | None = None) -> None:
     """Add the console to the operators' application (before it starts)."""
     ops[CONSOLE_PAGES] = console_environment()
+    pages.add_filters(ops[CONSOLE_PAGES])
     ops.middlewares.append(require_login)
     ops.on_response_prepare.append(_console_headers)
     # Each part registers its routes here (console/pages.py, console/api.py, login).
     ops.router.add_routes(api.routes)
+    ops.router.add_routes(pages.routes)
     # The stylesheet (no personal data, and the login page needs it before any login).
     ops.router.add_static("/static", templates_dir() / "console" / "static", name="static")
 
