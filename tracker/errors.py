@@ -5,6 +5,7 @@ FairclickError          a mistake the user can fix; printed as one line, never a
 ├── ImportRowsError     bad rows in a recipients file (all of them, with line numbers)
 ├── TemplateProblem     a campaign template that does not compile or render
 ├── NotFound            a campaign or recipient that does not exist
+├── BadArgument         a report asked for something it cannot give (a bucket, a range)
 └── PendingMigrations   the database schema is behind the code
 """
 
@@ -33,6 +34,10 @@ class TemplateProblem(FairclickError):
 
 class NotFound(FairclickError):
     pass
+
+
+class BadArgument(FairclickError, ValueError):
+    """A value a caller chose that a report cannot take (an API answers it with a 400)."""
 
 
 class PendingMigrations(FairclickError):
