@@ -210,6 +210,25 @@ async def cmd_campaign_status(args, settings: Settings) -> int:
     return 0
 
 
+# --- campaign links (issue 10, the link check) ---
+async def cmd_campaign_links(args, settings: Settings) -> int:
+    """Every link of a campaign's templates as written: tracked or not, and why."""
+    import json
+
+    from mailer.link_check import as_table, check_links
+
+    async with connected(settings) as pool, pool.acquire() as conn:
+        links = await check_links(conn, args.name, base_url=settings.base_url)
+    if args.format == "json":
+        print(json.dumps({"campaign": args.name, "links": links}, indent=2))
+    else:
+        sys.stdout.write(as_table(args.name, links))
+    return 0
+
+
+# --- end campaign links ---
+
+
 async def cmd_worker(args, settings: Settings) -> int:
     import signal
 
@@ -417,6 +436,14 @@ def build_parser() -> argparse.ArgumentParser:
         p = campaign.add_parser(action, help=text)
         p.add_argument("name")
         p.set_defaults(run=cmd_campaign_status)
+    # --- campaign links (issue 10, the link check) ---
+    p = campaign.add_parser(
+        "links", help="every link of a campaign's templates: tracked or not, and why"
+    )
+    p.add_argument("name")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(run=cmd_campaign_links)
+    # --- end campaign links ---
 
     p = sub.add_parser("worker", help="deliver queued mail of all active campaigns, as a daemon")
     p.set_defaults(run=cmd_worker)

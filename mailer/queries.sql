@@ -14,6 +14,11 @@ SELECT * FROM campaigns WHERE name = $1
 SELECT id, email, name, format, tracking_consent, attributes
 FROM recipients WHERE unsubscribed_at IS NULL ORDER BY id
 
+-- name: sample_recipients
+-- A few recipients to try a template's expressions on (mailer/link_check.py).
+SELECT id, email, name, format, tracking_consent, attributes
+FROM recipients WHERE unsubscribed_at IS NULL ORDER BY id LIMIT $1
+
 -- name: recipient_by_email
 SELECT id, email, name, format, tracking_consent, attributes, unsubscribed_at IS NULL AS subscribed
 FROM recipients WHERE lower(email) = lower($1)
