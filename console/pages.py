@@ -20,7 +20,9 @@ from console.auth import log_action, require_operator
 from console.charts import series_chart
 from console.keys import CONSOLE_PAGES, PRINCIPAL
 from console.recipients import MAX_SEARCH, recipient_detail, search_recipients
+from console.recipients import SQL as RECIPIENTS_SQL
 from mailer.campaigns import set_status
+from mailer.link_check import check_links
 from mailer.preview import preview_message
 from tracker.consent import erase_recipient
 from tracker.errors import FairclickError, NotFound
@@ -232,6 +234,24 @@ async def failures_csv(request: web.Request) -> web.Response:
         # The file names the people whose mail failed: who took it is on record.
         await log_action(conn, request[PRINCIPAL], "export failures csv", f"campaign {name}")
     return _attachment(failures_as_csv(failures), f"{_file_stem(name)}-failures.csv")
+
+
+@routes.get("/campaigns/{name}/links", name="campaign_link_check")
+@page
+async def link_check(request: web.Request) -> web.Response:
+    """Every link of the templates as written, tracked or why not; and one recipient's mail."""
+    name = _campaign_name(request)
+    email = _text(request.query.get("email", "").strip(), "the address")
+    if len(email) > MAX_SEARCH:
+        raise BadQuery(f"an address has at most {MAX_SEARCH} characters")
+    async with request.app[POOL].acquire() as conn:
+        links = await check_links(conn, name, base_url=request.app[SETTINGS].base_url)
+        known = bool(email) and await conn.fetchval(RECIPIENTS_SQL.recipient_id_by_email, email)
+    preview_src = with_query(campaign_path(name, "/preview"), email=email) if known else None
+    return render(
+        request, "links.html", name=name, links=links, email=email,
+        preview_src=preview_src, unknown_email=bool(email) and not known,
+    )  # fmt: skip
 
 
 @routes.get("/campaigns/{name}/preview", name="campaign_preview")

@@ -332,3 +332,31 @@ async def test_csv_exports_are_attachments_formula_safe_and_failures_logged(
     assert all(r[2].startswith("550") for r in rows[1:])
     logged = await pool.fetch("SELECT actor, action, subject FROM console_actions")
     assert [tuple(r) for r in logged] == [("token:viewer", "export failures csv", "campaign =2+3")]
+
+
+async def test_link_check_page_and_the_sandboxed_preview(console, tokens, spring):
+    html = await page(console, "/campaigns/spring/links", tokens["viewer"])
+    text = unescape(re.sub(r"<[^>]+>", " ", html))
+    assert re.search(r"html\s+1\s+Spring sale\s+https://example.com/spring\s+yes", text)
+    assert re.search(r"html\s+3\s+mailto:help@example.com\s+no\s+mailto", text)
+    assert "<iframe" not in html
+    html = await page(
+        console, "/campaigns/spring/links?email=nobody@nowhere.example", tokens["viewer"]
+    )
+    assert "No recipient has the address" in html and "<iframe" not in html
+    html = await page(console, "/campaigns/spring/links?email=Ann@example.com", tokens["viewer"])
+    frame = re.search(r"<iframe[^>]*>", html).group()
+    assert " sandbox " in frame and "allow-" not in frame
+    src = unescape(re.search(r'src="([^"]+)"', frame).group(1))
+    assert src == "/campaigns/spring/preview?email=Ann%40example.com"
+    response = await console.get(src, headers=tokens["viewer"])
+    assert response.status == 200
+    assert response.headers["Content-Security-Policy"] == (
+        "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox"
+    )
+    body = await response.text()
+    assert "Hello Ann" in body and "https://example.com/spring" not in body  # rewritten
+    response = await console.get(
+        "/campaigns/spring/preview?email=cat@example.com", headers=tokens["viewer"]
+    )
+    assert "<pre>" in await response.text()  # text-only: shown as text
