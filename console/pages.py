@@ -168,7 +168,7 @@ async def campaigns(request: web.Request) -> web.Response:
     )  # fmt: skip
 
 
-@routes.get("/campaigns/{name}", name="campaign")
+@routes.get("/campaigns/{name:[^/]+}", name="campaign")
 @page
 async def campaign(request: web.Request) -> web.Response:
     name = _campaign_name(request)
@@ -197,7 +197,7 @@ async def campaign(request: web.Request) -> web.Response:
     )
 
 
-@routes.post("/campaigns/{name}/status", name="campaign_status")
+@routes.post("/campaigns/{name:[^/]+}/status", name="campaign_status")
 @page
 async def change_status(request: web.Request) -> web.Response:
     principal = request[PRINCIPAL]
@@ -215,7 +215,7 @@ async def change_status(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(with_query(campaign_path(name), changed=action))
 
 
-@routes.get("/campaigns/{name}/links.csv", name="campaign_links_csv")
+@routes.get("/campaigns/{name:[^/]+}/links.csv", name="campaign_links_csv")
 @page
 async def links_csv(request: web.Request) -> web.Response:
     name = _campaign_name(request)
@@ -224,7 +224,7 @@ async def links_csv(request: web.Request) -> web.Response:
     return _attachment(as_csv(report), f"{_file_stem(name)}-links.csv")
 
 
-@routes.get("/campaigns/{name}/failures.csv", name="campaign_failures_csv")
+@routes.get("/campaigns/{name:[^/]+}/failures.csv", name="campaign_failures_csv")
 @page
 async def failures_csv(request: web.Request) -> web.Response:
     name = _campaign_name(request)
@@ -236,7 +236,7 @@ async def failures_csv(request: web.Request) -> web.Response:
     return _attachment(failures_as_csv(failures), f"{_file_stem(name)}-failures.csv")
 
 
-@routes.get("/campaigns/{name}/links", name="campaign_link_check")
+@routes.get("/campaigns/{name:[^/]+}/links", name="campaign_link_check")
 @page
 async def link_check(request: web.Request) -> web.Response:
     """Every link of the templates as written, tracked or why not; and one recipient's mail."""
@@ -254,7 +254,7 @@ async def link_check(request: web.Request) -> web.Response:
     )  # fmt: skip
 
 
-@routes.get("/campaigns/{name}/preview", name="campaign_preview")
+@routes.get("/campaigns/{name:[^/]+}/preview", name="campaign_preview")
 @page
 async def preview(request: web.Request) -> web.Response:
     """One recipient's message as HTML, for the link check page's sandboxed iframe."""
