@@ -360,3 +360,41 @@ async def test_link_check_page_and_the_sandboxed_preview(console, tokens, spring
         "/campaigns/spring/preview?email=cat@example.com", headers=tokens["viewer"]
     )
     assert "<pre>" in await response.text()  # text-only: shown as text
+
+
+async def test_an_operator_erases_a_recipient_as_fairclick_erase_does(
+    console, tokens, spring, pool
+):
+    ann = await pool.fetchval("SELECT id FROM recipients WHERE email = 'ann@example.com'")
+    op = tokens["operator"]
+    html = await page(console, f"/recipients/{ann}", op)
+    assert "ann@example.com" in html and 'name="confirm"' in html
+    assert "https://example.com/spring" in html  # Ann's identified click is listed
+    # Without the box ticked nothing happens.
+    response = await console.post(f"/recipients/{ann}/erase", data={}, headers=op)
+    assert response.status == 400
+    assert await pool.fetchval("SELECT count(*) FROM recipients WHERE id = $1", ann) == 1
+    response = await console.post(
+        f"/recipients/{ann}/erase", data={"confirm": "yes"}, headers=op, allow_redirects=False
+    )
+    assert response.status == 303 and response.headers["Location"] == f"/recipients?erased={ann}"
+    html = await page(console, response.headers["Location"], op)
+    assert f"Recipient #{ann} is erased" in html
+    assert await pool.fetchval("SELECT count(*) FROM recipients WHERE id = $1", ann) == 0
+    # As `fairclick erase`: the address is suppressed (a keyed hash), clicks anonymous.
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM suppressions WHERE address_hash = suppression_hash('ann@example.com')"
+        )
+        == 1
+    )
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE recipient_id = $1", ann) == 0
+    await page(console, f"/recipients/{ann}", op, status=404)
+    logged = await pool.fetch("SELECT actor, action, subject FROM console_actions")
+    assert [tuple(r) for r in logged] == [("token:operator", "erase", f"recipient #{ann}")]
+    assert "ann" not in str([tuple(r) for r in logged])
+    # Erasing again is a 404; the page never claims an erasure of someone still held.
+    response = await console.post(f"/recipients/{ann}/erase", data={"confirm": "yes"}, headers=op)
+    assert response.status == 404
+    bea = await pool.fetchval("SELECT id FROM recipients WHERE email = 'bea@example.com'")
+    assert "is erased" not in await page(console, f"/recipients?erased={bea}", op)
