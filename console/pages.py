@@ -16,7 +16,7 @@ from urllib.parse import quote, urlencode
 import jinja2
 from aiohttp import web
 
-from console.auth import log_action, require_operator
+from console.auth import log_action, page_context, require_operator
 from console.charts import series_chart
 from console.keys import CONSOLE_PAGES, PRINCIPAL
 from console.recipients import MAX_SEARCH, recipient_detail, search_recipients
@@ -50,11 +50,6 @@ PREVIEW_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; san
 
 class BadQuery(FairclickError):
     """A query value a page cannot take: answered with a 400 page saying which and why."""
-
-
-def page_context(request: web.Request) -> dict:
-    """What every page's template needs: who is looking (and the form token, with logins)."""
-    return {"principal": request[PRINCIPAL]}
 
 
 def render(request: web.Request, template: str, *, status: int = 200, **context) -> web.Response:

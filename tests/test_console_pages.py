@@ -384,7 +384,8 @@ async def test_an_operator_erases_a_recipient_as_fairclick_erase_does(
     # As `fairclick erase`: the address is suppressed (a keyed hash), clicks anonymous.
     assert (
         await pool.fetchval(
-            "SELECT count(*) FROM suppressions WHERE address_hash = suppression_hash('ann@example.com')"
+            "SELECT count(*) FROM suppressions"
+            " WHERE address_hash = suppression_hash('ann@example.com')"
         )
         == 1
     )
