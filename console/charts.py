@@ -79,10 +79,16 @@ def series_chart(series: list[dict], *, bucket: str, title: str) -> Markup:
 
     if n:
         step = max(1, (n - 1) // (X_LABELS - 1)) if n > 1 else 1
-        for i in sorted({*range(0, n, step), n - 1}):
+        shown = list(range(0, n, step))
+        if shown[-1] != n - 1:  # the last bucket is labelled; a label crowding it goes
+            shown = shown[:-1] if n - 1 - shown[-1] < step * 0.6 else shown
+            shown.append(n - 1)
+        for i in shown:
             x = x_of(i)
+            # The first and last labels keep inside the picture.
+            anchor = "start" if i == 0 and n > 1 else "end" if i == n - 1 and n > 1 else "middle"
             parts.append(
-                f'<text class="axis" x="{x:.1f}" y="{TOP + plot_h + 18}" text-anchor="middle">'
+                f'<text class="axis" x="{x:.1f}" y="{TOP + plot_h + 18}" text-anchor="{anchor}">'
                 f"{escape(_label(series[i]['at'], bucket))}</text>"
             )
         for key, _, css in LINES:

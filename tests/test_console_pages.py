@@ -19,7 +19,7 @@ from smtp_servers import RecordingServer
 from console.app import create_console_app
 from console.auth import create_api_token
 from mailer.capture import start_capture_server
-from tracker.reports import campaign_report
+from tracker.reports import campaign_report, campaign_series
 from tracker.settings import SmtpTarget
 
 HTML = """<html><body><p>Hello {{ recipient.name }}</p>
@@ -175,6 +175,20 @@ async def test_campaign_page_numbers_are_the_reports(console, tokens, spring, po
     assert "Recipient address rejected: no such user" in html
     assert "nobody@example.com" in html and "nobody2@example.com" in html
     assert "<svg" in html and '<title id="chart-hour-title">' in html
+    # The chart's legend and its table of numbers are the series'.
+    async with pool.acquire() as conn:
+        series = await campaign_series(conn, "spring", bucket="hour")
+    for key, label in (
+        ("clicks_human", "human clicks"),
+        ("clicks_bot", "bot clicks"),
+        ("opens_human", "opens"),
+    ):
+        assert f"{label} ({sum(r[key] for r in series)})</text>" in html, label
+    table = re.search(r'<table class="series">(.*?)</table>', html, re.S).group(1)
+    shown = [re.findall(r'class="num">(\d+)<', row) for row in table.split("<tr>")[2:]]
+    keys = ("clicks_human", "identified", "anonymous", "clicks_bot", "opens_human", "opens_bot")
+    assert shown == [[str(r[k]) for k in keys] for r in series if any(r[k] for k in keys)]
+    assert shown and int(shown[0][0]) == report["clicks"]["total"]
 
 
 async def test_campaigns_page_shows_each_rate_with_its_denominator(console, tokens, spring, pool):
