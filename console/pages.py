@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode
 
 import jinja2
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from console.auth import log_action, page_context, require_operator
 from console.charts import series_chart
@@ -88,6 +89,14 @@ def _text(value: str, what: str) -> str:
     except UnicodeEncodeError:
         raise BadQuery(f"{what} is not valid UTF-8") from None
     return value
+
+
+async def _form(request: web.Request):
+    """The POSTed form; a body that is no form (a broken multipart, bad bytes) is a 400."""
+    try:
+        return await request.post()
+    except (ValueError, LookupError, HttpProcessingError):
+        raise BadQuery("the form could not be read; send it again from the page") from None
 
 
 def _campaign_name(request: web.Request) -> str:
@@ -198,7 +207,7 @@ async def change_status(request: web.Request) -> web.Response:
     principal = request[PRINCIPAL]
     require_operator(request, principal)
     name = _campaign_name(request)
-    form = await request.post()
+    form = await _form(request)
     action = form.get("action")
     if action not in ACTIONS:
         raise BadQuery("choose pause, resume or cancel")
@@ -318,7 +327,7 @@ async def erase(request: web.Request) -> web.Response:
     principal = request[PRINCIPAL]
     require_operator(request, principal)
     recipient_id = _recipient_id(request)
-    form = await request.post()
+    form = await _form(request)
     if form.get("confirm") != "yes":
         raise BadQuery("to erase, tick the box that says it cannot be undone")
     async with request.app[POOL].acquire() as conn:

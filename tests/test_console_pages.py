@@ -413,3 +413,35 @@ async def test_an_operator_erases_a_recipient_as_fairclick_erase_does(
     assert response.status == 404
     bea = await pool.fetchval("SELECT id FROM recipients WHERE email = 'bea@example.com'")
     assert "is erased" not in await page(console, f"/recipients?erased={bea}", op)
+
+
+async def test_a_session_needs_the_pages_csrf_token_and_a_broken_form_is_a_400(
+    console, tokens, spring, pool
+):
+    from console.admins import create_admin
+
+    async with pool.acquire() as conn:
+        await create_admin(conn, "ops@example.com", "correct horse battery", "operator")
+    response = await console.post(
+        "/login",
+        data={"email": "ops@example.com", "password": "correct horse battery"},
+        allow_redirects=False,
+    )
+    assert response.status == 303
+    html = await page(console, "/campaigns/spring", {})
+    csrf = re.search(r'<form class="inline" method="post"[^>]*>\s*<input type="hidden" '
+                     r'name="csrf" value="([^"]+)"', html).group(1)  # fmt: skip
+    response = await console.post("/campaigns/spring/status", data={"action": "pause"})
+    assert response.status == 403
+    assert await pool.fetchval("SELECT status FROM campaigns") == "active"
+    response = await console.post(
+        "/campaigns/spring/status", data={"action": "pause", "csrf": csrf}, allow_redirects=False
+    )
+    assert response.status == 303
+    assert await pool.fetchval("SELECT status FROM campaigns") == "paused"
+    response = await console.post(
+        "/campaigns/spring/status",
+        data=b"--x\r\nbroken",
+        headers={**tokens["operator"], "Content-Type": "multipart/form-data; boundary=x"},
+    )
+    assert response.status == 400 and 'role="alert"' in await response.text()
