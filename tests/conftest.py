@@ -32,7 +32,9 @@ from tracker.settings import Settings, SmtpTarget
 TEST_KEY = b"test-secret-key-0123456789abcdef"
 TABLES = (
     "clicks, opens, message_links, outbox, links, campaigns, consent_events, recipients,"
-    " suppressions, spool_replays, key_fingerprints"
+    " suppressions, spool_replays, key_fingerprints,"
+    " click_hours, click_totals, message_clicks, clickers, open_hours, message_opens, openers,"
+    " outbox_counts"
 )
 
 
