@@ -1,4 +1,4 @@
-"""The report rollups (tracker/migrations/0006_rollups.sql): kept exact by triggers, rebuilt here."""
+"""The report rollups (migration 0006): kept exact by triggers, rebuilt here on demand."""
 
 from __future__ import annotations
 
