@@ -264,6 +264,12 @@ BEGIN
     LOCK TABLE clicks, opens, outbox IN SHARE MODE;
     TRUNCATE click_hours, click_totals, message_clicks, clickers, open_hours, message_opens,
              openers, outbox_counts;
+    -- Links written with triggers off, or two occurrences of one link registered at once by
+    -- two senders (each saw no group yet): one group again.
+    UPDATE links l SET group_id = g.group_id
+    FROM (SELECT id, min(id) OVER (PARTITION BY campaign_id, url, name, purpose, per_message)
+                 AS group_id FROM links) g
+    WHERE g.id = l.id AND l.group_id IS DISTINCT FROM g.group_id;
     INSERT INTO click_hours (campaign_id, hour, group_id, kind, identified, clicks)
     SELECT l.campaign_id, date_trunc('hour', c.clicked_at, 'UTC'), l.group_id, c.kind,
            c.message_id IS NOT NULL, count(*)
