@@ -140,7 +140,7 @@ async def run(args, dsn: str) -> None:
     started = time.perf_counter()
     await conn.execute("SET session_replication_role = replica")
     for statement in SEED:
-        needs = [args.messages, args.clicks][: statement.count("$2") + 1 if "$1" in statement else 0]
+        needs = [args.messages, args.clicks][: ("$1" in statement) + ("$2" in statement)]
         await conn.execute(statement, *needs)
     await conn.execute("SET session_replication_role = origin")
     seeded = time.perf_counter() - started
