@@ -22,7 +22,8 @@ from tracker.settings import Settings
 # Routes anyone who reaches the listener may use: the operators' probes (as before the
 # console existed: Prometheus and load balancers do not log in) and the login itself.
 # Every other route needs a session or an API token: the check is default-deny.
-PUBLIC_ROUTES = frozenset({"healthz", "readyz", "metrics", "login", "static"})
+# The API's OpenAPI document describes no data and is conventionally public.
+PUBLIC_ROUTES = frozenset({"healthz", "readyz", "metrics", "login", "static", "openapi"})
 
 # No inline script or style anywhere, no framing by others, forms post only here.
 CONTENT_SECURITY_POLICY = (
@@ -73,6 +74,8 @@ async def _console_headers(request: web.Request, response: web.StreamResponse) -
 def install(ops: web.Application, tracker: web.Application | None = None) -> None:
     """Add the console to the operators' application (before it starts)."""
     ops[CONSOLE_PAGES] = console_environment()
+    # Outside the login check: its 401 and a database away are in the API's shape too.
+    ops.middlewares.append(api.api_errors)
     ops.middlewares.append(require_login)
     ops.on_response_prepare.append(_console_headers)
     # Each part registers its routes here (console/pages.py, console/api.py, login).
