@@ -309,6 +309,7 @@ CAMPAIGN_NAME = {
     "required": True,
     "schema": {"type": "string", "minLength": 1},
     "description": "the campaign's name, percent-encoded",
+    "example": "spring sale",
 }
 
 
@@ -409,6 +410,7 @@ PATHS: dict = {
                 "in": "path",
                 "required": True,
                 "schema": {"type": "integer", "minimum": 1},
+                "example": 1,
             },
         ],
         errors={"400": BAD_REQUEST, "404": NOT_FOUND},
