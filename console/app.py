@@ -24,7 +24,10 @@ from tracker.settings import Settings
 # console existed: Prometheus and load balancers do not log in) and the login itself
 # (its form, and one-time links, which are their own proof).
 # Every other route needs a session or an API token: the check is default-deny.
-PUBLIC_ROUTES = frozenset({"healthz", "readyz", "metrics", "login", "login_once", "static"})
+# The API's OpenAPI document describes no data and is conventionally public.
+PUBLIC_ROUTES = frozenset(
+    {"healthz", "readyz", "metrics", "login", "login_once", "static", "openapi"}
+)
 
 # No inline script or style anywhere, no framing by others, forms post only here.
 CONTENT_SECURITY_POLICY = (
@@ -76,6 +79,8 @@ def install(ops: web.Application, tracker: web.Application | None = None) -> Non
     """Add the console to the operators' application (before it starts)."""
     ops[CONSOLE_PAGES] = console_environment()
     pages.add_filters(ops[CONSOLE_PAGES])
+    # Outside the login check: its 401 and a database away are in the API's shape too.
+    ops.middlewares.append(api.api_errors)
     ops.middlewares.append(require_login)
     ops.middlewares.append(check_csrf)  # after the login check: it needs the principal
     ops.on_response_prepare.append(_console_headers)

@@ -6,6 +6,7 @@ FairclickError          a mistake the user can fix; printed as one line, never a
 ├── TemplateProblem     a campaign template that does not compile or render
 ├── NotFound            a campaign or recipient that does not exist
 ├── BadArgument         a report asked for something it cannot give (a bucket, a range)
+├── Conflict            a change the current state does not allow (resume a cancelled campaign)
 └── PendingMigrations   the database schema is behind the code
 """
 
@@ -46,3 +47,7 @@ class PendingMigrations(FairclickError):
 
 class ErasureBusy(FairclickError):
     """Erasure could not take its locks in time (long writes to clicks): nothing was erased."""
+
+
+class Conflict(FairclickError):
+    """A change the thing's current state does not allow (an API answers it with a 409)."""
