@@ -26,7 +26,7 @@ from mailer.campaigns import set_status
 from mailer.link_check import check_links
 from mailer.preview import preview_message
 from tracker.consent import erase_recipient
-from tracker.errors import FairclickError, NotFound
+from tracker.errors import ErasureBusy, FairclickError, NotFound
 from tracker.keys import POOL, SETTINGS
 from tracker.reports import (
     as_csv,
@@ -72,6 +72,8 @@ def page(handler):
             return await handler(request)
         except NotFound as exc:
             return _problem(request, 404, "Not found", str(exc))
+        except ErasureBusy as exc:  # nothing was erased; a moment later it will be
+            return _problem(request, 503, "Try again shortly", str(exc))
         except FairclickError as exc:
             return _problem(request, 400, "Cannot show that", str(exc))
         except web.HTTPForbidden as exc:
@@ -120,7 +122,7 @@ def _pages(total: int, number: int) -> dict:
 
 
 def campaign_path(name: str, suffix: str = "") -> str:
-    """/campaigns/NAME…: every character of the name percent-encoded but letters and digits."""
+    """/campaigns/NAME…: the name percent-encoded whole ("/" too; aiohttp decodes it back)."""
     return "/campaigns/" + quote(name, safe="") + suffix
 
 
