@@ -19,7 +19,7 @@ from smtp_servers import RecordingServer
 from console.app import create_console_app
 from console.auth import create_api_token
 from mailer.capture import start_capture_server
-from tracker.reports import campaign_report, campaign_series
+from tracker.reports import campaign_list, campaign_report, campaign_series
 from tracker.settings import SmtpTarget
 
 HTML = """<html><body><p>Hello {{ recipient.name }}</p>
@@ -200,6 +200,15 @@ async def test_campaigns_page_shows_each_rate_with_its_denominator(console, toke
         assert rate_text(rate, per=key == "human_clicks_per_delivered_html") in text
     assert f"{report['recipients']['html']} / {report['recipients']['text']}" in text
     assert 'href="/campaigns/spring"' in html
+    async with pool.acquire() as conn:
+        listed = (await campaign_list(conn))["campaigns"][0]
+    row = re.search(r'href="/campaigns/spring">.*?</tr>', html, re.S).group()
+    counts = re.findall(r'<td class="num">([^<]*)</td>', row)
+    assert counts == [
+        *(str(listed[k]) for k in ("queued", "sent", "failed", "unknown")),
+        f"{listed['recipients']['html']} / {listed['recipients']['text']}",
+    ]
+    assert f"<td>{listed['clicks']['bot']} · " in row
 
 
 async def test_day_buckets_and_bad_query_values_get_a_400_page(console, tokens, spring):
