@@ -83,11 +83,11 @@ SEED = [
               CASE WHEN i % 10 = 9 THEN 'bot' ELSE 'human' END,
               CASE WHEN i % 10 = 9 THEN (ARRAY['HEAD request', 'known scanner or crawler agent',
                                               'many links at once'])[1 + i % 3] END
-       FROM generate_series(1, $2) AS i""",
+       FROM generate_series(1, $2::bigint) AS i""",
     """INSERT INTO opens (campaign_id, message_id, opened_at, kind)
        SELECT 1, 1 + (i * 2654435761) % $1, now() - interval '30 days' + i * interval '7 seconds',
               CASE WHEN i % 10 = 9 THEN 'bot' ELSE 'human' END
-       FROM generate_series(1, $1 / 3) AS i""",
+       FROM generate_series(1, $1::bigint / 3) AS i""",
 ]
 
 
