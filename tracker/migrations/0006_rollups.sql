@@ -38,8 +38,8 @@ UPDATE links l SET group_id = g.group_id
 FROM (SELECT id, min(id) OVER (PARTITION BY campaign_id, url, name, purpose, per_message)
              AS group_id FROM links) g
 WHERE g.id = l.id;
-CREATE INDEX links_group_idx ON links (campaign_id, url, name, purpose, per_message, id);
 
+-- Its lookup uses the index of links_campaign_id_url_name_key (campaign, url, name, ...).
 CREATE FUNCTION set_link_group() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     NEW.group_id := coalesce(
