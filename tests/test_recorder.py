@@ -254,7 +254,7 @@ async def test_erasure_and_a_replay_that_writes_opens_first_do_not_deadlock(
     spool = Spool(tmp_path / "spool")
     spool.append([_to_spool_row(opened), _to_spool_row(click(message_id, link_id, "x"))])
     spool.seal()
-    recorder = Recorder(pool, spool, max_batch=1)  # the open and the click: two chunks
+    recorder = Recorder(pool, spool, max_batch=1)
     async with pool.acquire() as other, pool.acquire() as eraser:
         # Another session writing the very same open keeps the replay waiting inside its
         # transaction, so the erasure can be made to start in the middle of it.

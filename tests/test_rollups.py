@@ -3,12 +3,16 @@ series, list) equals a full recount of the clicks, opens and outbox rows by plai
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
 import random
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from helpers import honeypot_links, tracked_links
 
 from mailer.campaigns import set_status
 from mailer.queries import SQL as MAILER_SQL
@@ -18,7 +22,13 @@ from tracker.errors import BadArgument
 from tracker.partitions import ensure_partitions, month_start
 from tracker.queries import SQL
 from tracker.recorder import Click, Open, Recorder, _to_spool_row, write_events
-from tracker.reports import campaign_failures, campaign_list, campaign_report, campaign_series
+from tracker.reports import (
+    campaign_failures,
+    campaign_list,
+    campaign_report,
+    campaign_series,
+    failures_as_csv,
+)
 from tracker.retention import apply_retention
 from tracker.rollups import rebuild_rollups
 from tracker.spool import Spool
@@ -452,3 +462,106 @@ INSERT INTO clicks (link_id, message_id, kind, bot_reason, clicked_at) VALUES
 INSERT INTO opens (campaign_id, message_id, kind, opened_at) VALUES
     (1, 1, 'human', '2025-01-01 09:00+00'), (1, NULL, 'bot', '2025-01-01 09:00+00');
 """
+
+
+async def test_concurrent_writers_neither_deadlock_nor_drift(pool, campaign):
+    """Batches on the same messages and links from several connections at once (as several
+    tracker processes write them), mixed click-and-open transactions and bot re-marking:
+    every statement takes its rollup rows in key order, so none deadlocks, and the counts
+    of messages first clicked by two batches at once are still exact."""
+    messages, links = campaign
+    few = messages[:3]
+
+    async def writer(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(15):
+            async with pool.acquire() as conn:
+                if seed % 3 == 0:
+                    async with conn.transaction():
+                        await write_events(
+                            conn,
+                            [*random_clicks(rng, few, links, 30), *random_opens(rng, few, 10)],
+                        )
+                else:
+                    await write_events(conn, random_clicks(rng, few, links, 40))
+                if seed % 4 == 1:
+                    keys = await conn.fetch(
+                        "SELECT id, clicked_at FROM clicks WHERE kind = 'human'"
+                        " ORDER BY random() LIMIT 5"
+                    )
+                    await conn.execute(
+                        SQL.mark_clicks_bot,
+                        [k["id"] for k in keys],
+                        [k["clicked_at"] for k in keys],
+                        "many links at once",
+                    )
+
+    await asyncio.gather(*(writer(seed) for seed in range(8)))
+    report = await check(pool)
+    assert report["clicks"]["unique"] and report["bot_reasons"]["many links at once"]
+
+
+async def test_scan_detector_re_marking_through_the_tracker(pool, tracker, http, mailbox, campaign):
+    """Real clicks: a person's two clicks, then the hidden honeypot of the same message, which
+    re-marks the earlier two as a bot's (tracker/clicks.py _mark_bots)."""
+    (message,) = mailbox.for_address("p1@example.com")
+    page = message.get_body(("html",)).get_content()
+    first, second, *_ = tracked_links(page)
+    for url in (first, second):
+        async with http.get(url, allow_redirects=False) as response:
+            assert response.status == 302
+    assert (await check(pool))["clicks"]["identified"] == 2
+    async with http.get(honeypot_links(page)[0], allow_redirects=False) as response:
+        assert response.status == 302
+    report = await check(pool)
+    assert (report["clicks"]["total"], report["clicks"]["bot"]) == (0, 3)
+    assert report["clicks"]["unique"] == 0
+
+
+async def test_audience_failures_and_list_pages(pool, campaign, make_campaign, deliver):
+    messages, _ = campaign
+    async with pool.acquire() as conn:
+        report = await campaign_report(conn, "c")
+    # PEOPLE: 2 text-only; of the 10 HTML, 7 consented.
+    assert report["audience"] == {"html_consent": 7, "html_no_consent": 3, "text": 2, "skipped": 0}
+    assert report["rates"]["unique_clickers_among_consenting"]["denominator"] == 7
+    assert report["rates"]["human_clicks_per_delivered_html"]["denominator"] == 10
+    assert report["rates"]["bot_share"] == {"value": None, "numerator": 0, "denominator": 0}
+
+    replies = ["=HYPERLINK(\"https://evil.example/\")", "550 5.1.1 no such user",
+               "550 5.1.1 no such user"]  # fmt: skip
+    async with pool.acquire() as conn:
+        for message, reply in zip(messages, replies, strict=False):
+            await conn.execute(MAILER_SQL.mark_failed, message, reply)
+        await erase(conn, "p0@example.com")  # messages[0]: its reply goes with the person
+        failures = await campaign_failures(conn, "c", limit=2, offset=0)
+        rest = await campaign_failures(conn, "c", limit=2, offset=2)
+    assert failures["total"] == 3 and len(failures["recipients"]) == 2
+    assert failures["by_reply"] == [
+        {"reply": "550 5.1.1 no such user", "messages": 2},
+        {"reply": None, "messages": 1},
+    ]
+    assert [r["email"] for r in failures["recipients"] + rest["recipients"]] == [
+        None, "p1@example.com", "p2@example.com"
+    ]  # fmt: skip
+    assert failures["recipients"][1]["at"] is not None
+    rows = list(csv.reader(io.StringIO(failures_as_csv(failures))))
+    assert rows[0] == ["email", "status", "reply", "attempts", "at"]
+    assert rows[1][:3] == ["", "failed", ""]
+    hostile = {"recipients": [{"email": "=cmd|' /C calc'!A0", "status": "failed",
+                               "reply": "@SUM(1)", "attempts": 1, "at": None}]}  # fmt: skip
+    assert list(csv.reader(io.StringIO(failures_as_csv(hostile))))[1][:3] == [
+        "'=cmd|' /C calc'!A0", "failed", "'@SUM(1)"
+    ]  # fmt: skip
+
+    for name in ("d", "e"):
+        await make_campaign("<p>x</p>", name=name)
+    async with pool.acquire() as conn:
+        first = await campaign_list(conn, limit=2)
+        second = await campaign_list(conn, limit=2, offset=2)
+        with pytest.raises(BadArgument):
+            await campaign_list(conn, offset=-1)
+    assert [c["name"] for c in first["campaigns"] + second["campaigns"]] == ["e", "d", "c"]
+    assert first["total"] == second["total"] == 3
+    assert first["campaigns"][0]["queued"] == 0
+    assert first["campaigns"][0]["rates"]["bot_share"]["value"] is None

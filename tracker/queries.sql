@@ -145,67 +145,6 @@ SELECT coalesce(array_agg(a.n - 1), '{}')
 FROM unnest($1::text[]) WITH ORDINALITY AS a(email, n)
 WHERE EXISTS (SELECT 1 FROM suppressions s WHERE s.address_hash = suppression_hash(a.email))
 
--- name: campaign_id_by_name
-SELECT id FROM campaigns WHERE name = $1
-
--- name: report_messages
-SELECT count(*) FILTER (WHERE status = 'sent') AS sent,
-       count(*) FILTER (WHERE status = 'failed') AS failed,
-       count(*) FILTER (WHERE status IN ('queued', 'sending', 'deferred')) AS pending,
-       count(*) FILTER (WHERE status = 'unknown') AS unknown,
-       count(*) FILTER (WHERE status = 'skipped') AS skipped,
-       count(*) FILTER (WHERE status = 'sent' AND format = 'html') AS html,
-       count(*) FILTER (WHERE status = 'sent' AND format = 'text') AS text
-FROM outbox WHERE campaign_id = $1
-
--- name: report_links
--- One row per link of the template: the links rows of a link that is the message's (one per
--- occurrence in a message) count together, under what the template wrote. Clicks are grouped
--- by a bigint (the group's first link id), as cheap as grouping by link. Human counts exclude
--- bots; unique = distinct recipients among identified clicks.
-WITH link_groups AS (
-    SELECT id, min(id) OVER (PARTITION BY url, name, purpose, per_message) AS group_id
-    FROM links WHERE campaign_id = $1
-), counts AS (
-    SELECT g.group_id,
-           count(c.id) FILTER (WHERE c.kind = 'human') AS total,
-           count(DISTINCT m.recipient_id) FILTER (WHERE c.kind = 'human') AS "unique",
-           count(c.id) FILTER (WHERE c.kind = 'human' AND c.message_id IS NOT NULL) AS identified,
-           count(c.id) FILTER (WHERE c.kind = 'human' AND c.message_id IS NULL) AS anonymous,
-           count(c.id) FILTER (WHERE c.kind = 'bot') AS bot
-    FROM link_groups g
-    LEFT JOIN clicks c ON c.link_id = g.id
-    LEFT JOIN outbox m ON m.id = c.message_id
-    GROUP BY g.group_id
-)
-SELECT l.id, l.url, l.name, l.purpose, l.per_message,
-       k.total, k."unique", k.identified, k.anonymous, k.bot
-FROM counts k JOIN links l ON l.id = k.group_id
-ORDER BY l.id
-
--- name: report_bot_reasons
--- Bot clicks of a campaign by why they were taken for a machine's (the honeypot link's
--- hits included, as in the bot count); a row from before reasons were kept has none.
-SELECT coalesce(c.bot_reason, 'not recorded') AS reason, count(*) AS clicks
-FROM clicks c JOIN links l ON l.id = c.link_id
-WHERE l.campaign_id = $1 AND c.kind = 'bot'
-GROUP BY 1
-ORDER BY 2 DESC, 1
-
--- name: report_opens
-SELECT count(*) FILTER (WHERE o.kind = 'human') AS total,
-       count(DISTINCT m.recipient_id) FILTER (WHERE o.kind = 'human') AS "unique",
-       count(*) FILTER (WHERE o.kind = 'human' AND o.message_id IS NOT NULL) AS identified,
-       count(*) FILTER (WHERE o.kind = 'human' AND o.message_id IS NULL) AS anonymous,
-       count(*) FILTER (WHERE o.kind = 'bot') AS bot
-FROM opens o LEFT JOIN outbox m ON m.id = o.message_id
-WHERE o.campaign_id = $1
-
--- name: report_unique_clickers
-SELECT count(DISTINCT m.recipient_id) AS "unique"
-FROM clicks c JOIN links l ON l.id = c.link_id JOIN outbox m ON m.id = c.message_id
-WHERE l.campaign_id = $1 AND c.kind = 'human'
-
 -- name: record_clicks
 -- A batch of clicks in one statement (group commit). Consent is read here, where
 -- the rows are written. Rows whose (message, link) pair is not one campaign's are
@@ -307,9 +246,10 @@ JOIN pg_class c ON c.oid = i.inhrelid
 WHERE i.inhparent = $1::regclass AND c.relname ~ '_[0-9]{4}_[0-9]{2}$'
 ORDER BY month
 
--- name: uncount_partition
--- A partition's rows out of the report rollups, before retention drops it (0006_rollups.sql).
-SELECT uncount_partition($1::regclass)
+-- name: forget_month
+-- A month of clicks or opens out of the report rollups, before retention drops its partition
+-- (tracker/migrations/0006_rollups.sql).
+SELECT forget_month($1, $2, $3)
 
 -- name: delete_clicks_before
 DELETE FROM clicks WHERE clicked_at < $1

@@ -192,7 +192,8 @@ async def campaign_series(
         first, last = await conn.fetchrow(REPORTS.activity_range, campaign["id"])
         if first is None:
             return []
-        end = end if end is not None else last
+        if end is None:
+            end = last if start is None else max(last, _utc(start))
         if start is None:
             start = max(first, _utc(end) - step * (DEFAULT_BUCKETS[bucket] - 1))
     start, end = _bucket_start(start, bucket), _bucket_start(end, bucket)

@@ -28,8 +28,8 @@ CREATE INDEX campaigns_newest_idx ON campaigns (created_at DESC, id DESC);
 -- Rows that drop to zero stay (a later click needs them again); readers skip them.
 --
 -- Not seen by triggers: TRUNCATE and dropping or detaching a partition. Retention drops
--- monthly partitions after uncount_partition() took their rows out of the rollups (in the
--- same transaction); rebuild_rollups() recounts everything from scratch.
+-- monthly partitions after forget_month() took their rows out of the rollups (in the same
+-- transaction); rebuild_rollups() recounts everything from scratch.
 
 -- The template's link a links row belongs to: the first of the rows with the same url, name,
 -- purpose and per_message (one per occurrence of a link in a message), as reports group them.
@@ -38,8 +38,8 @@ UPDATE links l SET group_id = g.group_id
 FROM (SELECT id, min(id) OVER (PARTITION BY campaign_id, url, name, purpose, per_message)
              AS group_id FROM links) g
 WHERE g.id = l.id;
-CREATE INDEX links_group_idx ON links (campaign_id, url, name, purpose, per_message, id);
 
+-- Its lookup uses the index of links_campaign_id_url_name_key (campaign, url, name, ...).
 CREATE FUNCTION set_link_group() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     NEW.group_id := coalesce(
@@ -52,16 +52,20 @@ END
 $$;
 CREATE TRIGGER links_group BEFORE INSERT ON links FOR EACH ROW EXECUTE FUNCTION set_link_group();
 
--- Clicks per template link, UTC hour, kind and whether the click names a message.
+-- Clicks per template link, UTC hour, kind, whether the click names a message and bot
+-- reason ('' for none). An hour lies in one monthly partition: retention takes a dropped
+-- month's counts from here (forget_month), without reading its rows.
 CREATE TABLE click_hours (
     campaign_id bigint NOT NULL,
     hour        timestamptz NOT NULL,
     group_id    bigint NOT NULL,
     kind        text NOT NULL,
     identified  boolean NOT NULL,
+    reason      text NOT NULL,
     clicks      bigint NOT NULL,
-    PRIMARY KEY (campaign_id, hour, group_id, kind, identified)
+    PRIMARY KEY (campaign_id, hour, group_id, kind, identified, reason)
 );
+CREATE INDEX click_hours_hour_idx ON click_hours (hour);
 -- The same over all time, with the bot reason ('' for none): what a campaign report reads.
 CREATE TABLE click_totals (
     campaign_id bigint NOT NULL,
@@ -96,6 +100,7 @@ CREATE TABLE open_hours (
     opens       bigint NOT NULL,
     PRIMARY KEY (campaign_id, hour, kind, identified)
 );
+CREATE INDEX open_hours_hour_idx ON open_hours (hour);
 -- Identified human opens per message, and the messages with one per campaign.
 CREATE TABLE message_opens (
     message_id bigint PRIMARY KEY,
@@ -115,28 +120,14 @@ CREATE TABLE outbox_counts (
     PRIMARY KEY (campaign_id, status, format, audience)
 );
 
--- The counting functions, made once per kind of statement from one text each: %1$s is the
--- statement's rows with n = +1 (inserted, or as they are after an update) or -1 (deleted,
--- or as they were before).
+-- The counting functions, made once per kind of statement from one text each (its
+-- statements apart by `--` lines): %1$s is the statement's rows with n = +1 (inserted, or
+-- as they are after an update) or -1 (deleted, or as they were before).
 DO $migration$
 DECLARE
+    -- The per-message rows first: a statement holds the rows every writer of a campaign
+    -- wants (clickers, this hour's counts, the totals) only for the end of its run.
     clicks_sql constant text := $sql$
-        INSERT INTO click_hours AS r (campaign_id, hour, group_id, kind, identified, clicks)
-        SELECT l.campaign_id, date_trunc('hour', s.clicked_at, 'UTC'), l.group_id, s.kind,
-               s.message_id IS NOT NULL, sum(s.n)
-        FROM (%1$s) s JOIN links l ON l.id = s.link_id
-        GROUP BY 1, 2, 3, 4, 5 HAVING sum(s.n) <> 0 ORDER BY 1, 2, 3, 4, 5
-        ON CONFLICT (campaign_id, hour, group_id, kind, identified)
-        DO UPDATE SET clicks = r.clicks + excluded.clicks;
-        --
-        INSERT INTO click_totals AS r (campaign_id, group_id, kind, identified, reason, clicks)
-        SELECT l.campaign_id, l.group_id, s.kind, s.message_id IS NOT NULL,
-               coalesce(s.bot_reason, ''), sum(s.n)
-        FROM (%1$s) s JOIN links l ON l.id = s.link_id
-        GROUP BY 1, 2, 3, 4, 5 HAVING sum(s.n) <> 0 ORDER BY 1, 2, 3, 4, 5
-        ON CONFLICT (campaign_id, group_id, kind, identified, reason)
-        DO UPDATE SET clicks = r.clicks + excluded.clicks;
-        --
         WITH d AS (
             SELECT s.message_id, g.group_id, l.campaign_id, sum(s.n) AS n
             FROM (%1$s) s JOIN links l ON l.id = s.link_id
@@ -156,15 +147,24 @@ DECLARE
         GROUP BY 1, 2 HAVING sum((counted.clicks > 0)::int - (counted.clicks - d.n > 0)::int) <> 0
         ORDER BY 1, 2
         ON CONFLICT (campaign_id, group_id) DO UPDATE SET clickers = c.clickers + excluded.clickers;
+        --
+        INSERT INTO click_hours AS r (campaign_id, hour, group_id, kind, identified, reason, clicks)
+        SELECT l.campaign_id, date_trunc('hour', s.clicked_at, 'UTC'), l.group_id, s.kind,
+               s.message_id IS NOT NULL, coalesce(s.bot_reason, ''), sum(s.n)
+        FROM (%1$s) s JOIN links l ON l.id = s.link_id
+        GROUP BY 1, 2, 3, 4, 5, 6 HAVING sum(s.n) <> 0 ORDER BY 1, 2, 3, 4, 5, 6
+        ON CONFLICT (campaign_id, hour, group_id, kind, identified, reason)
+        DO UPDATE SET clicks = r.clicks + excluded.clicks;
+        --
+        INSERT INTO click_totals AS r (campaign_id, group_id, kind, identified, reason, clicks)
+        SELECT l.campaign_id, l.group_id, s.kind, s.message_id IS NOT NULL,
+               coalesce(s.bot_reason, ''), sum(s.n)
+        FROM (%1$s) s JOIN links l ON l.id = s.link_id
+        GROUP BY 1, 2, 3, 4, 5 HAVING sum(s.n) <> 0 ORDER BY 1, 2, 3, 4, 5
+        ON CONFLICT (campaign_id, group_id, kind, identified, reason)
+        DO UPDATE SET clicks = r.clicks + excluded.clicks;
     $sql$;
     opens_sql constant text := $sql$
-        INSERT INTO open_hours AS r (campaign_id, hour, kind, identified, opens)
-        SELECT s.campaign_id, date_trunc('hour', s.opened_at, 'UTC'), s.kind,
-               s.message_id IS NOT NULL, sum(s.n)
-        FROM (%1$s) s
-        GROUP BY 1, 2, 3, 4 HAVING sum(s.n) <> 0 ORDER BY 1, 2, 3, 4
-        ON CONFLICT (campaign_id, hour, kind, identified) DO UPDATE SET opens = r.opens + excluded.opens;
-        --
         WITH d AS (
             SELECT s.message_id, s.campaign_id, sum(s.n) AS n
             FROM (%1$s) s
@@ -182,6 +182,13 @@ DECLARE
         GROUP BY 1 HAVING sum((counted.opens > 0)::int - (counted.opens - d.n > 0)::int) <> 0
         ORDER BY 1
         ON CONFLICT (campaign_id) DO UPDATE SET openers = o.openers + excluded.openers;
+        --
+        INSERT INTO open_hours AS r (campaign_id, hour, kind, identified, opens)
+        SELECT s.campaign_id, date_trunc('hour', s.opened_at, 'UTC'), s.kind,
+               s.message_id IS NOT NULL, sum(s.n)
+        FROM (%1$s) s
+        GROUP BY 1, 2, 3, 4 HAVING sum(s.n) <> 0 ORDER BY 1, 2, 3, 4
+        ON CONFLICT (campaign_id, hour, kind, identified) DO UPDATE SET opens = r.opens + excluded.opens;
     $sql$;
     outbox_sql constant text := $sql$
         INSERT INTO outbox_counts AS r (campaign_id, status, format, audience, messages)
@@ -201,8 +208,6 @@ DECLARE
     op text;
     cols text;
     rows_sql text;
-    statement text;
-    partition_body text;
 BEGIN
     FOREACH tab IN ARRAY ARRAY['clicks', 'opens', 'outbox'] LOOP
         cols := columns ->> tab;
@@ -225,33 +230,38 @@ BEGIN
                         WHEN 'delete' THEN 'OLD TABLE AS old_rows'
                         ELSE 'OLD TABLE AS old_rows NEW TABLE AS new_rows' END);
         END LOOP;
-        CONTINUE WHEN tab = 'outbox';
-        -- uncount_clicks(partition) / uncount_opens(partition): as if its rows were deleted.
-        partition_body := '';
-        FOREACH statement IN ARRAY string_to_array(
-                format(bodies ->> tab, format('SELECT %s, -1 AS n FROM %%1$s', cols)),
-                '        --') LOOP
-            partition_body := partition_body || format('EXECUTE format(%L, part); ', statement);
-        END LOOP;
-        EXECUTE format(
-            'CREATE FUNCTION uncount_%1$s(part regclass) RETURNS void LANGUAGE plpgsql AS %2$L',
-            tab, format('BEGIN %s END', partition_body));
     END LOOP;
 END
 $migration$;
 
--- Take a partition's rows out of the rollups, before retention drops it (a DROP fires no
--- trigger): its rows are read once and counted as a DELETE would count them.
-CREATE FUNCTION uncount_partition(part regclass) RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    parent regclass := (SELECT inhparent FROM pg_inherits WHERE inhrelid = part);
+-- Retention is about to drop the monthly partition of clicks or opens ($1) for the month
+-- from $2 to $3 (a DROP fires no trigger). The caller holds the table (ACCESS EXCLUSIVE, as
+-- the DROP will). Rows still naming a message are de-identified first, through the trigger,
+-- so the per-message rows and unique counts let go of them; then the month's hours, which
+-- hold exactly the partition's rows, leave the rollups: no row of the month is read.
+CREATE FUNCTION forget_month(tab text, month_start timestamptz, month_end timestamptz)
+RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    IF parent = 'clicks'::regclass THEN
-        PERFORM uncount_clicks(part);
-    ELSIF parent = 'opens'::regclass THEN
-        PERFORM uncount_opens(part);
+    IF tab = 'clicks' THEN
+        UPDATE clicks SET message_id = NULL, ip = NULL, user_agent = NULL
+        WHERE clicked_at >= month_start AND clicked_at < month_end AND message_id IS NOT NULL;
+        WITH gone AS (
+            DELETE FROM click_hours WHERE hour >= month_start AND hour < month_end
+            RETURNING campaign_id, group_id, kind, identified, reason, clicks
+        ), summed AS (
+            SELECT campaign_id, group_id, kind, identified, reason, sum(clicks) AS clicks
+            FROM gone GROUP BY 1, 2, 3, 4, 5
+        )
+        UPDATE click_totals t SET clicks = t.clicks - summed.clicks
+        FROM summed
+        WHERE (t.campaign_id, t.group_id, t.kind, t.identified, t.reason)
+            = (summed.campaign_id, summed.group_id, summed.kind, summed.identified, summed.reason);
+    ELSIF tab = 'opens' THEN
+        UPDATE opens SET message_id = NULL, ip = NULL, user_agent = NULL
+        WHERE opened_at >= month_start AND opened_at < month_end AND message_id IS NOT NULL;
+        DELETE FROM open_hours WHERE hour >= month_start AND hour < month_end;
     ELSE
-        RAISE EXCEPTION '% is no partition of clicks or opens', part;
+        RAISE EXCEPTION 'forget_month: % is neither clicks nor opens', tab;
     END IF;
 END
 $$;
@@ -270,11 +280,11 @@ BEGIN
     FROM (SELECT id, min(id) OVER (PARTITION BY campaign_id, url, name, purpose, per_message)
                  AS group_id FROM links) g
     WHERE g.id = l.id AND l.group_id IS DISTINCT FROM g.group_id;
-    INSERT INTO click_hours (campaign_id, hour, group_id, kind, identified, clicks)
+    INSERT INTO click_hours (campaign_id, hour, group_id, kind, identified, reason, clicks)
     SELECT l.campaign_id, date_trunc('hour', c.clicked_at, 'UTC'), l.group_id, c.kind,
-           c.message_id IS NOT NULL, count(*)
+           c.message_id IS NOT NULL, coalesce(c.bot_reason, ''), count(*)
     FROM clicks c JOIN links l ON l.id = c.link_id
-    GROUP BY 1, 2, 3, 4, 5;
+    GROUP BY 1, 2, 3, 4, 5, 6;
     INSERT INTO click_totals (campaign_id, group_id, kind, identified, reason, clicks)
     SELECT campaign_id, group_id, kind, identified, reason, sum(n) FROM (
         SELECT l.campaign_id, l.group_id, c.kind, c.message_id IS NOT NULL AS identified,
