@@ -302,6 +302,49 @@ async def cmd_report(args, settings: Settings) -> int:
     return 0
 
 
+# --- campaign list / campaign show (issue 10: the console's numbers in a terminal) ---
+
+
+async def cmd_campaign_list(args, settings: Settings) -> int:
+    from tracker.reports import as_json, campaign_list, list_as_table
+
+    async with connected(settings) as pool, pool.acquire() as conn:
+        listing = await campaign_list(conn, limit=args.limit, offset=args.offset)
+    sys.stdout.write(as_json(listing) + "\n" if args.format == "json" else list_as_table(listing))
+    return 0
+
+
+async def cmd_campaign_show(args, settings: Settings) -> int:
+    from tracker.reports import as_json, campaign_failures, campaign_report, show_as_table
+
+    async with connected(settings) as pool, pool.acquire() as conn:
+        report = await campaign_report(conn, args.name)
+        failures = await campaign_failures(conn, args.name, limit=args.failures)
+    if args.format == "json":
+        sys.stdout.write(as_json({**report, "failures": failures}) + "\n")
+    else:
+        sys.stdout.write(show_as_table(report, failures))
+    return 0
+
+
+def add_campaign_views(campaign) -> None:
+    """`campaign list` and `campaign show NAME` on the `campaign` subcommands."""
+    p = campaign.add_parser("list", help="campaigns at a glance, newest first")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--limit", type=positive_count, default=50)
+    p.add_argument("--offset", type=int, default=0)
+    p.set_defaults(run=cmd_campaign_list)
+    p = campaign.add_parser("show", help="one campaign: delivery, failures, clicks, rates")
+    p.add_argument("name")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--failures", type=positive_count, default=100, metavar="N",
+                   help="list at most N failed recipients")  # fmt: skip
+    p.set_defaults(run=cmd_campaign_show)
+
+
+# --- end of campaign list / campaign show ---
+
+
 async def cmd_erase(args, settings: Settings) -> int:
     from tracker.consent import erase
 
@@ -436,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = campaign.add_parser(action, help=text)
         p.add_argument("name")
         p.set_defaults(run=cmd_campaign_status)
+    add_campaign_views(campaign)
     # --- campaign links (issue 10, the link check) ---
     p = campaign.add_parser(
         "links", help="every link of a campaign's templates: tracked or not, and why"

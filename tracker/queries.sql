@@ -307,6 +307,11 @@ JOIN pg_class c ON c.oid = i.inhrelid
 WHERE i.inhparent = $1::regclass AND c.relname ~ '_[0-9]{4}_[0-9]{2}$'
 ORDER BY month
 
+-- name: forget_month
+-- A month of clicks or opens out of the report rollups, before retention drops its partition
+-- (tracker/migrations/0006_rollups.sql).
+SELECT forget_month($1, $2, $3)
+
 -- name: delete_clicks_before
 DELETE FROM clicks WHERE clicked_at < $1
 

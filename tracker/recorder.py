@@ -383,12 +383,15 @@ class Recorder:
                 rows = await asyncio.to_thread(Spool.read, path)
                 async with self.pool.acquire(timeout=2) as conn, conn.transaction():
                     if await conn.fetchval(SQL.claim_spool_file, path.name, len(rows)):
-                        # Chunks may write opens before clicks; erasure locks clicks, then
-                        # opens: taking both first, in its order, no chunk can deadlock it.
+                        # Erasure locks clicks, then opens: taking both first, in its
+                        # order, the replay cannot deadlock it.
                         await conn.execute(SQL.lock_event_tables)
-                        for start in range(0, len(rows), self.max_batch):
-                            chunk = rows[start : start + self.max_batch]
-                            await write_events(conn, [_from_row(r) for r in chunk])
+                        # All clicks in one statement, then all opens in one, as a live batch
+                        # writes them: the report rollups' rows are then taken in one key
+                        # order (tracker/migrations/0006_rollups.sql), where chunks written
+                        # one after the other would hold one chunk's rows while waiting
+                        # for the next's, and could deadlock a live batch.
+                        await write_events(conn, [_from_row(r) for r in rows])
                         log.warning("replayed %d spooled events from %s", len(rows), path)
                 # Only after the commit: a crash before this line leaves a file that the
                 # next replay recognises by name and merely deletes.

@@ -339,3 +339,81 @@ def failures_as_csv(failures: dict) -> str:
     for row in failures["recipients"]:
         writer.writerow(csv_cell(row[k] if row[k] is not None else "") for k in FAILURE_COLUMNS)
     return out.getvalue()
+
+
+def _shown_rate(rate: dict) -> str:
+    if rate["value"] is None:
+        return f"- ({rate['numerator']}/0)"
+    return f"{rate['value']:.1%} ({rate['numerator']}/{rate['denominator']})"
+
+
+def list_as_table(listing: dict) -> str:
+    """campaign_list for a terminal (names with control characters shown as escapes)."""
+    header = ["campaign", "status", "created", "queued", "sent", "failed", "unknown",
+              "html", "text", "human", "unique", "bot"]  # fmt: skip
+    rows = [
+        [
+            visible(c["name"]),
+            c["status"],
+            c["created_at"][:16].replace("T", " "),
+            *map(
+                str,
+                (
+                    c["queued"],
+                    c["sent"],
+                    c["failed"],
+                    c["unknown"],
+                    c["recipients"]["html"],
+                    c["recipients"]["text"],
+                    c["clicks"]["human"],
+                    c["clicks"]["unique"],
+                    c["clicks"]["bot"],
+                ),
+            ),
+        ]
+        for c in listing["campaigns"]
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i < 3 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in [header, *rows]
+    ]
+    lines.append(f"({len(rows)} of {listing['total']} campaigns, newest first)")
+    return "\n".join(lines) + "\n"
+
+
+def show_as_table(report: dict, failures: dict) -> str:
+    """One campaign for a terminal: delivery, failures by reply and who, clicks, audience,
+    rates with their denominators, then the per-link table of as_table."""
+    audience = report["audience"]
+    lines = [
+        f"Campaign {visible(report['campaign'])}: {report['status']}, "
+        f"created {report['created_at'][:16].replace('T', ' ')}",
+        f"  delivery: {report['queued']} queued, {report['sent']} sent, {report['failed']} "
+        f"failed, {report['unknown']} unknown (maybe delivered, not resent), "
+        f"{report['pending']} pending, {report['skipped']} skipped, "
+        f"{report['cancelled']} cancelled",
+        f"  audience when queued: {audience['html_consent']} HTML with tracking consent, "
+        f"{audience['html_no_consent']} HTML without, {audience['text']} text-only, "
+        f"{audience['skipped']} skipped (unsubscribed, erased or suppressed before sending)",
+        "  rates: "
+        + ", ".join(f"{k.replace('_', ' ')} {_shown_rate(v)}" for k, v in report["rates"].items()),
+        f"  failures ({failures['total']}) by server reply:",
+    ]
+    for group in failures["by_reply"]:
+        reply = visible(group["reply"]) if group["reply"] is not None else "(erased)"
+        lines.append(f"    {group['messages']:>6}  {reply}")
+    if failures["recipients"]:
+        lines.append("  failed recipients:")
+    for r in failures["recipients"]:
+        who = visible(r["email"]) if r["email"] is not None else "(erased)"
+        reply = visible(r["reply"]) if r["reply"] is not None else ""
+        lines.append(f"    {who}  {r['status']}  after {r['attempts']} attempt(s)  {reply}")
+    if len(failures["recipients"]) < failures["total"]:
+        lines.append(f"    … and {failures['total'] - len(failures['recipients'])} more")
+    # The clicks, bot reasons, opens and links as `fairclick report` shows them.
+    lines.extend(as_table(report).splitlines()[3:])
+    return "\n".join(lines) + "\n"

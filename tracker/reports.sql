@@ -1,4 +1,6 @@
--- SQL of the reports (tracker/reports.py). Used from Python as REPORTS.<name>.
+-- SQL of the reports (tracker/reports.py). Used from Python as REPORTS.<name>. They read the
+-- rollups of tracker/migrations/0006_rollups.sql and small tables only: a campaign's links,
+-- its row, its failed messages (a partial index).
 
 -- name: campaign_by_name
 SELECT id, name, status, created_at FROM campaigns WHERE name = $1
@@ -13,94 +15,102 @@ SELECT count(*) FROM campaigns
 
 -- name: outbox_counts
 -- Messages of the campaigns $1 by status, format sent and audience queued.
-SELECT campaign_id, status, format, audience, count(*) AS messages
-FROM outbox WHERE campaign_id = ANY($1::bigint[])
-GROUP BY 1, 2, 3, 4
+SELECT campaign_id, status, nullif(format, '') AS format, nullif(audience, '') AS audience,
+       messages
+FROM outbox_counts WHERE campaign_id = ANY($1::bigint[]) AND messages <> 0
 
 -- name: campaign_clicks
 -- Clicks of the campaigns $1: human (identified, anonymous), bot, and unique clickers.
-SELECT l.campaign_id,
-       count(*) FILTER (WHERE c.kind = 'human') AS human,
-       count(*) FILTER (WHERE c.kind = 'human' AND c.message_id IS NOT NULL) AS identified,
-       count(*) FILTER (WHERE c.kind = 'human' AND c.message_id IS NULL) AS anonymous,
-       count(*) FILTER (WHERE c.kind = 'bot') AS bot,
-       count(DISTINCT c.message_id) FILTER (WHERE c.kind = 'human') AS "unique"
-FROM clicks c JOIN links l ON l.id = c.link_id
-WHERE l.campaign_id = ANY($1::bigint[])
-GROUP BY 1
+SELECT t.campaign_id,
+       coalesce(sum(t.clicks) FILTER (WHERE t.kind = 'human'), 0)::bigint AS human,
+       coalesce(sum(t.clicks) FILTER (WHERE t.kind = 'human' AND t.identified), 0)::bigint AS identified,
+       coalesce(sum(t.clicks) FILTER (WHERE t.kind = 'human' AND NOT t.identified), 0)::bigint
+           AS anonymous,
+       coalesce(sum(t.clicks) FILTER (WHERE t.kind = 'bot'), 0)::bigint AS bot,
+       coalesce((SELECT u.clickers FROM clickers u
+                 WHERE u.campaign_id = t.campaign_id AND u.group_id = 0), 0)::bigint AS "unique"
+FROM click_totals t
+WHERE t.campaign_id = ANY($1::bigint[])
+GROUP BY t.campaign_id
 
 -- name: link_counts
 -- One row per link of the template (the links rows of one written link, one per occurrence
--- in a message, count together). unique: distinct messages (so recipients: one message per
--- recipient and campaign) among identified human clicks.
-WITH link_groups AS (
-    SELECT id, min(id) OVER (PARTITION BY url, name, purpose, per_message) AS group_id
-    FROM links WHERE campaign_id = $1
-), counts AS (
-    SELECT g.group_id,
-           count(c.id) FILTER (WHERE c.kind = 'human') AS total,
-           count(DISTINCT c.message_id) FILTER (WHERE c.kind = 'human') AS "unique",
-           count(c.id) FILTER (WHERE c.kind = 'human' AND c.message_id IS NOT NULL) AS identified,
-           count(c.id) FILTER (WHERE c.kind = 'human' AND c.message_id IS NULL) AS anonymous,
-           count(c.id) FILTER (WHERE c.kind = 'bot') AS bot
-    FROM link_groups g LEFT JOIN clicks c ON c.link_id = g.id
-    GROUP BY g.group_id
+-- in a message, count together, under the first). unique: distinct messages (so recipients:
+-- one message per recipient and campaign) among identified human clicks.
+WITH counts AS (
+    SELECT group_id,
+           sum(clicks) FILTER (WHERE kind = 'human') AS total,
+           sum(clicks) FILTER (WHERE kind = 'human' AND identified) AS identified,
+           sum(clicks) FILTER (WHERE kind = 'human' AND NOT identified) AS anonymous,
+           sum(clicks) FILTER (WHERE kind = 'bot') AS bot
+    FROM click_totals WHERE campaign_id = $1
+    GROUP BY group_id
 )
 SELECT l.id, l.url, l.name, l.purpose, l.per_message,
-       k.total, k."unique", k.identified, k.anonymous, k.bot
-FROM counts k JOIN links l ON l.id = k.group_id
+       coalesce(k.total, 0)::bigint AS total, coalesce(u.clickers, 0)::bigint AS "unique",
+       coalesce(k.identified, 0)::bigint AS identified, coalesce(k.anonymous, 0)::bigint AS anonymous,
+       coalesce(k.bot, 0)::bigint AS bot
+FROM links l
+LEFT JOIN counts k ON k.group_id = l.id
+LEFT JOIN clickers u ON u.campaign_id = $1 AND u.group_id = l.id
+WHERE l.campaign_id = $1 AND l.id = l.group_id
 ORDER BY l.id
 
 -- name: bot_reasons
-SELECT coalesce(c.bot_reason, 'not recorded') AS reason, count(*) AS clicks
-FROM clicks c JOIN links l ON l.id = c.link_id
-WHERE l.campaign_id = $1 AND c.kind = 'bot'
-GROUP BY 1
+-- Bot clicks by why they were taken for a machine's; a row from before reasons were kept
+-- has none.
+SELECT coalesce(nullif(reason, ''), 'not recorded') AS reason, sum(clicks)::bigint AS clicks
+FROM click_totals WHERE campaign_id = $1 AND kind = 'bot'
+GROUP BY 1 HAVING sum(clicks) <> 0
 ORDER BY 2 DESC, 1
 
 -- name: opens
-SELECT count(*) FILTER (WHERE kind = 'human') AS total,
-       count(DISTINCT message_id) FILTER (WHERE kind = 'human') AS "unique",
-       count(*) FILTER (WHERE kind = 'human' AND message_id IS NOT NULL) AS identified,
-       count(*) FILTER (WHERE kind = 'human' AND message_id IS NULL) AS anonymous,
-       count(*) FILTER (WHERE kind = 'bot') AS bot
-FROM opens WHERE campaign_id = $1
+SELECT coalesce(sum(opens) FILTER (WHERE kind = 'human'), 0)::bigint AS total,
+       coalesce((SELECT openers FROM openers WHERE campaign_id = $1), 0)::bigint AS "unique",
+       coalesce(sum(opens) FILTER (WHERE kind = 'human' AND identified), 0)::bigint AS identified,
+       coalesce(sum(opens) FILTER (WHERE kind = 'human' AND NOT identified), 0)::bigint AS anonymous,
+       coalesce(sum(opens) FILTER (WHERE kind = 'bot'), 0)::bigint AS bot
+FROM open_hours WHERE campaign_id = $1
 
 -- name: activity_range
 -- The first and last hour with a click or an open of the campaign.
-SELECT min(at), max(at) FROM (
-    SELECT c.clicked_at AS at FROM clicks c JOIN links l ON l.id = c.link_id
-    WHERE l.campaign_id = $1
+SELECT min(hour), max(hour) FROM (
+    (SELECT hour FROM click_hours WHERE campaign_id = $1 AND clicks <> 0 ORDER BY hour LIMIT 1)
     UNION ALL
-    SELECT opened_at FROM opens WHERE campaign_id = $1
+    (SELECT hour FROM click_hours WHERE campaign_id = $1 AND clicks <> 0
+     ORDER BY hour DESC LIMIT 1)
+    UNION ALL
+    (SELECT hour FROM open_hours WHERE campaign_id = $1 AND opens <> 0 ORDER BY hour LIMIT 1)
+    UNION ALL
+    (SELECT hour FROM open_hours WHERE campaign_id = $1 AND opens <> 0
+     ORDER BY hour DESC LIMIT 1)
 ) a
 
 -- name: series
 -- Clicks and opens of campaign $1 per bucket ($2: 'hour' or 'day', UTC) from $3 to $4.
+-- date_bin from a UTC midnight: UTC hours and days (cheaper than date_trunc with a zone).
 WITH buckets AS (
     SELECT generate_series($3::timestamptz, $4::timestamptz, ('1 ' || $2)::interval) AS at
 ), clicked AS (
-    SELECT date_trunc($2, c.clicked_at, 'UTC') AS at,
-           count(*) FILTER (WHERE c.kind = 'human') AS clicks_human,
-           count(*) FILTER (WHERE c.kind = 'bot') AS clicks_bot,
-           count(*) FILTER (WHERE c.kind = 'human' AND c.message_id IS NOT NULL) AS identified,
-           count(*) FILTER (WHERE c.kind = 'human' AND c.message_id IS NULL) AS anonymous
-    FROM clicks c JOIN links l ON l.id = c.link_id
-    WHERE l.campaign_id = $1 AND c.clicked_at >= $3
-      AND c.clicked_at < $4::timestamptz + ('1 ' || $2)::interval
+    SELECT date_bin(('1 ' || $2)::interval, hour, '2000-01-01 00:00+00') AS at,
+           sum(clicks) FILTER (WHERE kind = 'human') AS clicks_human,
+           sum(clicks) FILTER (WHERE kind = 'bot') AS clicks_bot,
+           sum(clicks) FILTER (WHERE kind = 'human' AND identified) AS identified,
+           sum(clicks) FILTER (WHERE kind = 'human' AND NOT identified) AS anonymous
+    FROM click_hours
+    WHERE campaign_id = $1 AND hour >= $3 AND hour < $4::timestamptz + ('1 ' || $2)::interval
     GROUP BY 1
 ), opened AS (
-    SELECT date_trunc($2, opened_at, 'UTC') AS at,
-           count(*) FILTER (WHERE kind = 'human') AS opens_human,
-           count(*) FILTER (WHERE kind = 'bot') AS opens_bot
-    FROM opens
-    WHERE campaign_id = $1 AND opened_at >= $3
-      AND opened_at < $4::timestamptz + ('1 ' || $2)::interval
+    SELECT date_bin(('1 ' || $2)::interval, hour, '2000-01-01 00:00+00') AS at,
+           sum(opens) FILTER (WHERE kind = 'human') AS opens_human,
+           sum(opens) FILTER (WHERE kind = 'bot') AS opens_bot
+    FROM open_hours
+    WHERE campaign_id = $1 AND hour >= $3 AND hour < $4::timestamptz + ('1 ' || $2)::interval
     GROUP BY 1
 )
-SELECT b.at, coalesce(c.clicks_human, 0) AS clicks_human, coalesce(c.clicks_bot, 0) AS clicks_bot,
-       coalesce(c.identified, 0) AS identified, coalesce(c.anonymous, 0) AS anonymous,
-       coalesce(o.opens_human, 0) AS opens_human, coalesce(o.opens_bot, 0) AS opens_bot
+SELECT b.at, coalesce(c.clicks_human, 0)::bigint AS clicks_human, coalesce(c.clicks_bot, 0)::bigint AS clicks_bot,
+       coalesce(c.identified, 0)::bigint AS identified, coalesce(c.anonymous, 0)::bigint AS anonymous,
+       coalesce(o.opens_human, 0)::bigint AS opens_human, coalesce(o.opens_bot, 0)::bigint AS opens_bot
 FROM buckets b LEFT JOIN clicked c ON c.at = b.at LEFT JOIN opened o ON o.at = b.at
 ORDER BY b.at
 

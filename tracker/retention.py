@@ -59,10 +59,12 @@ async def apply_retention(
     deidentify_cutoff = month_start(today, -deidentify_after)
     delete_cutoff = month_start(today, -delete_after) if delete_after else None
     result = RetentionResult(deidentify_cutoff, delete_cutoff)
-    async with conn.transaction():
-        for table in PARTITIONED:
-            status = await conn.execute(_DEIDENTIFY[table], _midnight(deidentify_cutoff))
-            result.deidentified[table] = _rows(status)
+    for table in PARTITIONED:
+        # A transaction per table: the report rollups' rows that every click writer needs
+        # (tracker/migrations/0006_rollups.sql) are held from the end of one statement to
+        # its commit, not while the next table is de-identified.
+        status = await conn.execute(_DEIDENTIFY[table], _midnight(deidentify_cutoff))
+        result.deidentified[table] = _rows(status)
     if delete_cutoff is not None:
         # Each step on its own: dropping a partition locks its parent table, and clicks
         # wait on that lock only for the moment of the DROP itself. Every step can be
@@ -70,8 +72,20 @@ async def apply_retention(
         for table in PARTITIONED:
             for part in await conn.fetch(SQL.monthly_partitions, table):
                 if month_start(part["month"], 1) <= delete_cutoff:
-                    # DDL takes no parameters; the name comes from the catalogue.
-                    await conn.execute(f'DROP TABLE "{part["name"]}"')
+                    async with conn.transaction():
+                        # A DROP fires no trigger: the month leaves the report rollups first
+                        # (from their hours, in milliseconds), under the lock the DROP takes
+                        # anyway, so no click comes in between; taken before anything else,
+                        # so no writer waiting on rollup rows we hold can block the DROP.
+                        # DDL takes no parameters; the name comes from the catalogue.
+                        await conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+                        await conn.execute(
+                            SQL.forget_month,
+                            table,
+                            _midnight(part["month"]),
+                            _midnight(month_start(part["month"], 1)),
+                        )
+                        await conn.execute(f'DROP TABLE "{part["name"]}"')
                     result.dropped.append(part["name"])
             status = await conn.execute(_DELETE[table], _midnight(delete_cutoff))
             result.deleted[table] = _rows(status)
