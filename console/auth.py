@@ -1,7 +1,9 @@
-"""Who is asking: API tokens (Authorization: Bearer) and their roles.
+"""Who is asking: an admin's session cookie or an API token (Authorization: Bearer), and roles.
 
 Roles: a viewer reads; an operator also pauses, resumes and cancels campaigns and erases
-people. Tokens are random (32 bytes, URL-safe) and stored only as their SHA-256 digest.
+people. Tokens are random (32 bytes, URL-safe) and stored only as their SHA-256 digest;
+sessions are in console/sessions.py. Pages get who is signed in and the form's CSRF token
+from page_context(request).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
+from console import sessions
 from tracker.errors import FairclickError
+from tracker.keys import SETTINGS
 from tracker.queries import load_queries
 
 SQL = load_queries("console")
@@ -67,7 +71,32 @@ async def principal_of(request: web.Request, pool: asyncpg.Pool) -> Principal | 
     if token is not None:
         row = await pool.fetchrow(SQL.principal_by_token, digest(token))
         return Principal("token", row["name"], row["role"]) if row else None
+    session_id = sessions.session_id_of(request, request.app[SETTINGS])
+    if session_id is not None:
+        # The role is read at each request: a removed admin or a changed role counts at once.
+        row = await pool.fetchrow(SQL.principal_by_session, sessions.id_hash(session_id))
+        return Principal("session", row["email"], row["role"]) if row else None
     return None
+
+
+def csrf_token(request: web.Request) -> str:
+    """The CSRF token for this request's forms; "" without a session (no form needs one)."""
+    session_id = sessions.session_id_of(request, request.app[SETTINGS])
+    return sessions.csrf_token_for(session_id) if session_id else ""
+
+
+def page_context(request: web.Request) -> dict:
+    """What every console page's template needs: `principal` and `csrf_token`.
+
+    Pages render with `{**page_context(request), ...}`; base.html puts the token into the
+    logout form, and every form a page has carries `<input type=hidden name=csrf
+    value="{{ csrf_token }}">`.
+    """
+    from console.keys import PRINCIPAL  # console.keys imports this module
+
+    principal = request.get(PRINCIPAL)
+    has_session = principal is not None and principal.kind == "session"
+    return {"principal": principal, "csrf_token": csrf_token(request) if has_session else ""}
 
 
 def require_operator(request: web.Request, principal: Principal) -> None:

@@ -49,3 +49,6 @@ LIMIT $2
 
 -- name: recipient_click_count
 SELECT count(*) FROM outbox o JOIN clicks k ON k.message_id = o.id WHERE o.recipient_id = $1
+
+-- name: recipient_id_by_email
+SELECT id FROM recipients WHERE lower(email) = lower($1)

@@ -479,7 +479,6 @@ def build_parser() -> argparse.ArgumentParser:
         p = campaign.add_parser(action, help=text)
         p.add_argument("name")
         p.set_defaults(run=cmd_campaign_status)
-    add_campaign_views(campaign)
     # --- campaign links (issue 10, the link check) ---
     p = campaign.add_parser(
         "links", help="every link of a campaign's templates: tracked or not, and why"
@@ -488,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(run=cmd_campaign_links)
     # --- end campaign links ---
+    add_campaign_views(campaign)
 
     p = sub.add_parser("worker", help="deliver queued mail of all active campaigns, as a daemon")
     p.set_defaults(run=cmd_worker)

@@ -50,6 +50,10 @@ class Settings:
     # (host, port) of the operators' listener (/metrics, /readyz detail); None: none.
     # from_env defaults to DEFAULT_OPS_LISTEN; built in code (tests), there is none.
     ops_listen: tuple[str, int] | None = None
+    # The console's address as browsers reach it (a proxy may put https in front of the
+    # operators' listener): decides Secure cookies and what quickstart prints.
+    # None: http://HOST:PORT of ops_listen (see console_address()).
+    console_url: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -74,7 +78,26 @@ class Settings:
             send_lease_seconds=_number(env, "FAIRCLICK_SEND_LEASE_SECONDS", 60.0, minimum=1),
             dkim=parse_dkim(env),
             ops_listen=parse_ops_listen(env.get("FAIRCLICK_OPS_LISTEN") or DEFAULT_OPS_LISTEN),
+            console_url=parse_console_url(env["FAIRCLICK_CONSOLE_URL"])
+            if env.get("FAIRCLICK_CONSOLE_URL")
+            else None,
         )
+
+    def console_address(self) -> str | None:
+        """Where browsers reach the console: FAIRCLICK_CONSOLE_URL, else the operators' listener."""
+        if self.console_url:
+            return self.console_url
+        if self.ops_listen is None:
+            return None
+        host, port = self.ops_listen
+        if host in ("0.0.0.0", "::"):  # noqa: S104 - listening everywhere: this machine answers
+            host = "127.0.0.1"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    @property
+    def console_is_https(self) -> bool:
+        """Cookies are marked Secure when browsers reach the console over https."""
+        return (self.console_address() or "").startswith("https://")
 
     def require_base_url(self) -> str:
         if not self.base_url:
@@ -157,7 +180,31 @@ def _number(env: dict, name: str, default: float, *, minimum: float) -> float:
     return value
 
 
-def parse_ops_listen(value: str) -> tuple[str, int] | None:
+def parse_console_url(value: str) -> str:
+    """An http(s) origin, with no path: the console's links and cookies live at its root."""
+    try:
+        parts = urlsplit(value.strip())
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username
+    ):
+        raise ConfigError(
+            f"FAIRCLICK_CONSOLE_URL={value!r} is not an http(s) address without a path: "
+            "use e.g. FAIRCLICK_CONSOLE_URL=https://console.example.com (the console is served "
+            "at the root of its address)"
+        )
+    return value.strip().rstrip("/")
+
+
+def parse_ops_listen(value: str, *, name: str = "FAIRCLICK_OPS_LISTEN") -> tuple[str, int] | None:
     """HOST:PORT (or PORT alone, on 127.0.0.1; [::1]:PORT for IPv6), or `off`."""
     value = value.strip()
     if value.lower() == "off":
@@ -166,8 +213,8 @@ def parse_ops_listen(value: str) -> tuple[str, int] | None:
     host = host.removeprefix("[").removesuffix("]") or "127.0.0.1"
     if not (port.isdigit() and 0 < int(port) < 65536) or any(c in host for c in "[]/ "):
         raise ConfigError(
-            f"FAIRCLICK_OPS_LISTEN={value!r} is not HOST:PORT: use e.g. "
-            f"FAIRCLICK_OPS_LISTEN={DEFAULT_OPS_LISTEN} (the default), or `off` for none"
+            f"{name}={value!r} is not HOST:PORT: use e.g. "
+            f"{name}={DEFAULT_OPS_LISTEN} (the default), or `off` for none"
         )
     return host, int(port)
 
