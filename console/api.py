@@ -22,6 +22,7 @@ from mailer.link_check import check_links
 from tracker.database import UNREACHABLE
 from tracker.errors import Conflict, FairclickError, NotFound
 from tracker.keys import POOL, SETTINGS
+from tracker.logs import route_of
 from tracker.queries import load_queries
 from tracker.reports import (
     BUCKETS,
@@ -106,14 +107,15 @@ async def api_errors(request: web.Request, handler):
     except FairclickError as exc:  # a value a report or lookup cannot take (BadArgument …)
         return error_response(400, str(exc))
     except UNREACHABLE as exc:
-        log.warning("%s %s: database unreachable (%s)", request.method, request.path, exc)
+        # The route as declared: a path may hold a name with line breaks or an address.
+        log.warning("%s %s: database unreachable (%s)", request.method, route_of(request), exc)
         return error_response(
             503,
             "the database is unreachable; try again shortly",
             {"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
     except Exception:
-        log.exception("%s %s failed", request.method, request.path)
+        log.exception("%s %s failed", request.method, route_of(request))
         return error_response(500, "an unexpected error; it was logged")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,9 +25,10 @@ from mailer.link_check import (
 )
 from mailer.rewrite import find_links, written_link_tags
 from mailer.template_links import WrittenLink
-from mailer.text_links import find_text_links
 from tracker.tokens import Tokens
 
+# A click token: hashids body, ".", a 16-character base64url tag (tracker/tokens.py).
+TOKEN = r"[A-Za-z0-9]+\.[A-Za-z0-9_-]{16}"
 RECIPIENTS = """\
 email,name,format,tracking_consent,homepage,city,member
 ada@example.com,Ada,html,yes,https://ada.example/,London,yes
@@ -109,7 +111,9 @@ async def test_the_check_calls_tracked_exactly_what_send_rewrites(
 
     # Text parts: tracked for the HTML recipient who consented, as the check lists them.
     _, ada_text = parts(mailbox.for_address("ada@example.com")[0])
-    tracked_text = [u for _, _, u in find_text_links(ada_text) if u.startswith(tracked_prefix)]
+    # (Read by the token's form, not by find_text_links: a tag may end in "_", which prose
+    # rules take for punctuation.)
+    tracked_text = re.findall(re.escape(tracked_prefix) + TOKEN, ada_text)
     agree(text_links, await rendered_targets(pool, settings, tracked_text))
     for address in ("grace@example.com", "linus@example.org"):
         _, text = parts(mailbox.for_address(address)[0])
