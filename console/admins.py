@@ -15,6 +15,8 @@ from tracker.queries import load_queries
 SQL = load_queries("console")
 
 LOGIN_LINK_SECONDS = 15 * 60
+# The admin `fairclick quickstart` logs in with its one-time links (it has no known password).
+QUICKSTART_ADMIN = "quickstart@localhost"
 
 
 def check_email(email: str) -> str:
@@ -87,6 +89,7 @@ async def list_access(conn: asyncpg.Connection) -> Listing:
 async def create_login_link(conn: asyncpg.Connection, admin_id: int) -> str:
     """A token for /login/once/TOKEN: logs the admin in once, within LOGIN_LINK_SECONDS."""
     token = secrets.token_urlsafe(32)
+    await conn.execute(SQL.delete_expired_login_links)
     await conn.execute(SQL.insert_login_link, digest(token), admin_id, LOGIN_LINK_SECONDS)
     return token
 

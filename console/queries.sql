@@ -108,3 +108,6 @@ SELECT name, role, created_at, last_used_at FROM api_tokens ORDER BY name
 
 -- name: delete_api_token
 DELETE FROM api_tokens WHERE name = $1 RETURNING id
+
+-- name: delete_expired_login_links
+DELETE FROM console_login_links WHERE expires_at <= now()
