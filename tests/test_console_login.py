@@ -390,3 +390,41 @@ async def test_a_one_time_link_logs_in_once(console, admin, pool):
     assert await pool.fetchval("SELECT count(*) FROM console_login_links") == 0
     invented = await console.post("/login/once/invented", allow_redirects=False)
     assert invented.status == 410
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},  # a sibling host is not the console
+    ],
+)
+async def test_no_login_from_another_sites_form(console, admin, pool, headers):
+    """Login CSRF: another site must not log a browser in (as its own account, say)."""
+    response = await log_in(console, headers=headers)
+    assert response.status == 403
+    assert "another site" in await response.text()
+    assert "Set-Cookie" not in response.headers
+    assert await pool.fetchval("SELECT count(*) FROM console_sessions") == 0
+
+
+async def test_the_login_form_from_the_console_itself_is_taken(console, admin):
+    own = str(console.make_url("")).rstrip("/")
+    session_of(await log_in(console, headers={"Origin": own, "Sec-Fetch-Site": "same-origin"}))
+
+
+def test_the_console_address_and_its_cookies(settings):
+    from tracker.settings import Settings
+
+    assert Settings.from_env({}).console_address() == "http://127.0.0.1:9180"
+    assert not Settings.from_env({}).console_is_https
+    env = {"FAIRCLICK_OPS_LISTEN": "0.0.0.0:9300"}
+    assert Settings.from_env(env).console_address() == "http://127.0.0.1:9300"
+    env = {"FAIRCLICK_OPS_LISTEN": "[::1]:9300"}
+    assert Settings.from_env(env).console_address() == "http://[::1]:9300"
+    assert Settings.from_env({"FAIRCLICK_OPS_LISTEN": "off"}).console_address() is None
+    behind = Settings.from_env({"FAIRCLICK_CONSOLE_URL": "https://ops.example.com/"})
+    assert behind.console_address() == "https://ops.example.com" and behind.console_is_https
+    assert settings.console_address() is None  # tests build settings without a listener
