@@ -11,7 +11,7 @@ from urllib.parse import quote
 import jinja2
 from aiohttp import web
 
-from console import api, login
+from console import api, login, pages
 from console.auth import principal_of
 from console.csrf import check_csrf
 from console.keys import CONSOLE_PAGES, PRINCIPAL
@@ -24,7 +24,10 @@ from tracker.settings import Settings
 # console existed: Prometheus and load balancers do not log in) and the login itself
 # (its form, and one-time links, which are their own proof).
 # Every other route needs a session or an API token: the check is default-deny.
-PUBLIC_ROUTES = frozenset({"healthz", "readyz", "metrics", "login", "login_once", "static"})
+# The API's OpenAPI document describes no data and is conventionally public.
+PUBLIC_ROUTES = frozenset(
+    {"healthz", "readyz", "metrics", "login", "login_once", "static", "openapi"}
+)
 
 # No inline script or style anywhere, no framing by others, forms post only here.
 CONTENT_SECURITY_POLICY = (
@@ -75,12 +78,16 @@ async def _console_headers(request: web.Request, response: web.StreamResponse) -
 def install(ops: web.Application, tracker: web.Application | None = None) -> None:
     """Add the console to the operators' application (before it starts)."""
     ops[CONSOLE_PAGES] = console_environment()
+    pages.add_filters(ops[CONSOLE_PAGES])
+    # Outside the login check: its 401 and a database away are in the API's shape too.
+    ops.middlewares.append(api.api_errors)
     ops.middlewares.append(require_login)
     ops.middlewares.append(check_csrf)  # after the login check: it needs the principal
     ops.on_response_prepare.append(_console_headers)
     # Each part registers its routes here (console/pages.py, console/api.py, login).
     ops.router.add_routes(login.routes)
     ops.router.add_routes(api.routes)
+    ops.router.add_routes(pages.routes)
     # The stylesheet (no personal data, and the login page needs it before any login).
     ops.router.add_static("/static", templates_dir() / "console" / "static", name="static")
 

@@ -228,6 +228,25 @@ async def cmd_campaign_status(args, settings: Settings) -> int:
     return 0
 
 
+# --- campaign links (issue 10, the link check) ---
+async def cmd_campaign_links(args, settings: Settings) -> int:
+    """Every link of a campaign's templates as written: tracked or not, and why."""
+    import json
+
+    from mailer.link_check import as_table, check_links
+
+    async with connected(settings) as pool, pool.acquire() as conn:
+        links = await check_links(conn, args.name, base_url=settings.base_url)
+    if args.format == "json":
+        print(json.dumps({"campaign": args.name, "links": links}, indent=2))
+    else:
+        sys.stdout.write(as_table(args.name, links))
+    return 0
+
+
+# --- end campaign links ---
+
+
 async def cmd_worker(args, settings: Settings) -> int:
     import signal
 
@@ -299,6 +318,49 @@ async def cmd_report(args, settings: Settings) -> int:
     if args.format == "json":
         sys.stdout.write("\n")
     return 0
+
+
+# --- campaign list / campaign show (issue 10: the console's numbers in a terminal) ---
+
+
+async def cmd_campaign_list(args, settings: Settings) -> int:
+    from tracker.reports import as_json, campaign_list, list_as_table
+
+    async with connected(settings) as pool, pool.acquire() as conn:
+        listing = await campaign_list(conn, limit=args.limit, offset=args.offset)
+    sys.stdout.write(as_json(listing) + "\n" if args.format == "json" else list_as_table(listing))
+    return 0
+
+
+async def cmd_campaign_show(args, settings: Settings) -> int:
+    from tracker.reports import as_json, campaign_failures, campaign_report, show_as_table
+
+    async with connected(settings) as pool, pool.acquire() as conn:
+        report = await campaign_report(conn, args.name)
+        failures = await campaign_failures(conn, args.name, limit=args.failures)
+    if args.format == "json":
+        sys.stdout.write(as_json({**report, "failures": failures}) + "\n")
+    else:
+        sys.stdout.write(show_as_table(report, failures))
+    return 0
+
+
+def add_campaign_views(campaign) -> None:
+    """`campaign list` and `campaign show NAME` on the `campaign` subcommands."""
+    p = campaign.add_parser("list", help="campaigns at a glance, newest first")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--limit", type=positive_count, default=50)
+    p.add_argument("--offset", type=int, default=0)
+    p.set_defaults(run=cmd_campaign_list)
+    p = campaign.add_parser("show", help="one campaign: delivery, failures, clicks, rates")
+    p.add_argument("name")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--failures", type=positive_count, default=100, metavar="N",
+                   help="list at most N failed recipients")  # fmt: skip
+    p.set_defaults(run=cmd_campaign_show)
+
+
+# --- end of campaign list / campaign show ---
 
 
 async def cmd_erase(args, settings: Settings) -> int:
@@ -576,6 +638,15 @@ def build_parser() -> argparse.ArgumentParser:
         p = campaign.add_parser(action, help=text)
         p.add_argument("name")
         p.set_defaults(run=cmd_campaign_status)
+    # --- campaign links (issue 10, the link check) ---
+    p = campaign.add_parser(
+        "links", help="every link of a campaign's templates: tracked or not, and why"
+    )
+    p.add_argument("name")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(run=cmd_campaign_links)
+    # --- end campaign links ---
+    add_campaign_views(campaign)
 
     p = sub.add_parser("worker", help="deliver queued mail of all active campaigns, as a daemon")
     p.set_defaults(run=cmd_worker)

@@ -20,7 +20,7 @@ from mailer.templates import (
     TemplateError,
 )
 from mailer.text_links import find_text_links
-from tracker.errors import FairclickError, NotFound, TemplateProblem
+from tracker.errors import Conflict, FairclickError, NotFound, TemplateProblem
 from tracker.targets import idna_location
 
 # Used to check templates when nobody is on the list yet.
@@ -155,7 +155,7 @@ async def set_status(conn: asyncpg.Connection, name: str, action: str) -> str:
     async with conn.transaction():
         campaign = await load_campaign(conn, name)
         if campaign["status"] == "cancelled" and action != "cancel":
-            raise FairclickError(f"campaign {name!r} was cancelled; it cannot be {status} again")
+            raise Conflict(f"campaign {name!r} was cancelled; it cannot be {status} again")
         await conn.execute(SQL.set_campaign_status, name, status)
         if action == "cancel":
             # Queued and deferred messages will never go; what is sent stays sent.

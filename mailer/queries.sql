@@ -14,14 +14,24 @@ SELECT * FROM campaigns WHERE name = $1
 SELECT id, email, name, format, tracking_consent, attributes
 FROM recipients WHERE unsubscribed_at IS NULL ORDER BY id
 
+-- name: sample_recipients
+-- A few recipients to try a template's expressions on (mailer/link_check.py).
+SELECT id, email, name, format, tracking_consent, attributes
+FROM recipients WHERE unsubscribed_at IS NULL ORDER BY id LIMIT $1
+
 -- name: recipient_by_email
 SELECT id, email, name, format, tracking_consent, attributes, unsubscribed_at IS NULL AS subscribed
 FROM recipients WHERE lower(email) = lower($1)
 
 -- name: queue_campaign
 -- One row per subscribed, not suppressed recipient; the unique key makes re-running a no-op.
-INSERT INTO outbox (campaign_id, recipient_id)
-SELECT $1, r.id FROM recipients r
+-- audience: the format and tracking consent the message was queued with (the console's
+-- denominators).
+INSERT INTO outbox (campaign_id, recipient_id, audience)
+SELECT $1, r.id,
+       CASE WHEN r.format = 'text' THEN 'text'
+            WHEN r.tracking_consent THEN 'html_consent' ELSE 'html_no_consent' END
+FROM recipients r
 WHERE r.unsubscribed_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.address_hash = suppression_hash(r.email))
 ON CONFLICT (campaign_id, recipient_id) DO NOTHING
@@ -77,7 +87,8 @@ FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS m(id, format, h
 WHERE o.id = m.id
 
 -- name: mark_failed
-UPDATE outbox SET status = 'failed', smtp_reply = $2, lease_until = NULL WHERE id = $1
+UPDATE outbox SET status = 'failed', smtp_reply = $2, lease_until = NULL, outcome_at = now()
+WHERE id = $1
 
 -- name: mark_deferred
 UPDATE outbox SET status = 'deferred', smtp_reply = $2, lease_until = NULL,
@@ -85,7 +96,8 @@ UPDATE outbox SET status = 'deferred', smtp_reply = $2, lease_until = NULL,
 WHERE id = $1
 
 -- name: mark_unknown
-UPDATE outbox SET status = 'unknown', smtp_reply = $2, lease_until = NULL WHERE id = $1
+UPDATE outbox SET status = 'unknown', smtp_reply = $2, lease_until = NULL, outcome_at = now()
+WHERE id = $1
 
 -- name: suppress_recipient
 -- A hard bounce (5.1.1): the keyed hash only; the server's reply stays with the message.

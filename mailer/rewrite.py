@@ -260,14 +260,20 @@ def map_document(html: str) -> ScanMap:
     return scan.map
 
 
+def written_link_tags(html: str) -> list[tuple[str, bool, str]]:
+    """(href, switched off by data-fairclick="off", data-fairclick-name) of every link tag with
+    an href, decoded and stripped, whatever the href holds, in document order: the link tags
+    find_links reads, whether they track or not (mailer/link_check.py lists them all)."""
+    return [
+        (_attr_value(html, href), _attr_value(html, off).lower() == "off", _attr_value(html, name))
+        for href, off, name in map_document(html).link_tags
+    ]
+
+
 def written_links(html: str) -> list[tuple[str, str]]:
     """(href, data-fairclick-name) of every link tag with an href that is not switched off,
     decoded and stripped, whatever the href holds: a template's links as written, Jinja and all."""
-    return [
-        (_attr_value(html, href), _attr_value(html, name))
-        for href, off, name in map_document(html).link_tags
-        if _attr_value(html, off).lower() != "off"
-    ]
+    return [(href, name) for href, off, name in written_link_tags(html) if not off]
 
 
 def link_spot_at(html: str, tag: LinkTag, skip_prefixes: tuple[str, ...]) -> LinkSpot | None:

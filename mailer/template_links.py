@@ -104,11 +104,27 @@ def _personal(written: str, pattern: re.Pattern[str] | None) -> bool:
     return not names <= _CAMPAIGN_WIDE
 
 
-def _trackable(url: str) -> bool:
+def trackable_as_written(url: str) -> bool:
     """Whether a written href can render to a tracked link."""
     return bool(_WEB_URL.match(url) or url.startswith("{{")) and not _PREFERENCES_LINK.fullmatch(
         url
     )
+
+
+def is_preferences_link(url: str) -> bool:
+    """Whether a written link is the recipient's preference link (never tracked)."""
+    return bool(_PREFERENCES_LINK.fullmatch(url))
+
+
+def written_text_links(source: str | None) -> list[str]:
+    """The URLs of a text template as written (http(s) or an expression), in order."""
+    links = []
+    for match in _TEXT_LINK.finditer(source or ""):
+        url = match[0]
+        while url and url[-1] in _TRAILING and not url.endswith(("}}", "%}", "#}")):
+            url = url[:-1]
+        links.append(url)
+    return links
 
 
 class TemplateLinks:
@@ -119,18 +135,15 @@ class TemplateLinks:
 
     @classmethod
     def of_html(cls, source: str) -> TemplateLinks:
-        return cls([WrittenLink.of(u, n) for u, n in written_links(source) if _trackable(u)])
+        return cls(
+            [WrittenLink.of(u, n) for u, n in written_links(source) if trackable_as_written(u)]
+        )
 
     @classmethod
     def of_text(cls, source: str | None) -> TemplateLinks:
-        links = []
-        for match in _TEXT_LINK.finditer(source or ""):
-            url = match[0]
-            while url and url[-1] in _TRAILING and not url.endswith(("}}", "%}", "#}")):
-                url = url[:-1]
-            if _trackable(url):
-                links.append(WrittenLink.of(url, ""))
-        return cls(links)
+        return cls(
+            [WrittenLink.of(u, "") for u in written_text_links(source) if trackable_as_written(u)]
+        )
 
     def matcher(self) -> LinkMatcher:
         """A matcher for the links of one rendered message."""

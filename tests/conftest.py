@@ -33,7 +33,9 @@ TEST_KEY = b"test-secret-key-0123456789abcdef"
 TABLES = (
     "clicks, opens, message_links, outbox, links, campaigns, consent_events, recipients,"
     " suppressions, spool_replays, key_fingerprints, admins, console_sessions, api_tokens,"
-    " console_actions, console_login_failures, console_login_links"
+    " console_actions, console_login_failures, console_login_links,"
+    " click_hours, click_totals, message_clicks, clickers, open_hours, message_opens, openers,"
+    " outbox_counts"
 )
 
 

@@ -596,3 +596,48 @@ def test_a_key_fingerprint_is_fixed_and_short_and_not_the_key():
     assert re.fullmatch(r"[0-9a-f]{16}", fingerprint)
     assert fingerprint == key_fingerprint(KEY.encode()) != key_fingerprint(OTHER_KEY.encode())
     assert fingerprint not in hashlib.sha256(KEY.encode()).hexdigest()  # not a plain hash
+
+
+async def test_campaign_list_and_show(fairclick, reported_campaign, pool):
+    """`campaign list` and `campaign show`: the console's numbers, in a table or as JSON."""
+    await pool.execute(
+        "UPDATE outbox SET smtp_reply = '550 5.1.1 <dan@example.com>: no such user'"
+        " WHERE status = 'failed'"
+    )
+    listing = json.loads(fairclick("campaign", "list", "--format", "json").stdout)
+    assert listing["total"] == 1
+    (spring,) = listing["campaigns"]
+    assert (spring["name"], spring["queued"], spring["sent"], spring["failed"]) == (
+        "spring",
+        4,
+        3,
+        1,
+    )
+    assert spring["clicks"] == {"human": 4, "unique": 1, "bot": 3}
+    assert spring["rates"]["human_clicks_per_delivered_html"] == {
+        "value": 2.0,
+        "numerator": 4,
+        "denominator": 2,
+    }
+    table = fairclick("campaign", "list")
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[1].split()[:2] == ["spring", "active"]
+
+    shown = fairclick("campaign", "show", "spring")
+    assert shown.returncode == 0, shown.stderr
+    assert "        1  550 5.1.1 <dan@example.com>: no such user" in shown.stdout
+    assert "    dan@example.com  failed  after 0 attempt(s)  550 5.1.1" in shown.stdout
+    assert "human clicks per delivered html 200.0% (4/2)" in shown.stdout
+    assert "bot clicks by reason: 3 not recorded" in shown.stdout
+    data = json.loads(fairclick("campaign", "show", "spring", "--format", "json").stdout)
+    assert data["failures"]["recipients"][0]["email"] == "dan@example.com"
+    assert data["clicks"]["identified"] == 3
+
+    # Names and replies reach the terminal with their control characters as escapes.
+    await pool.execute("UPDATE campaigns SET name = 'spring\x1b]0;pwned\x07'")
+    await pool.execute("UPDATE outbox SET smtp_reply = '550 \x1b[2J' WHERE status = 'failed'")
+    for args in (["campaign", "list"], ["campaign", "show", "spring\x1b]0;pwned\x07"]):
+        result = fairclick(*args)
+        assert result.returncode == 0, result.stderr
+        assert "\x1b" not in result.stdout and "\\x1b" in result.stdout
+    assert "no campaign named 'nope'" in one_line_error(fairclick("campaign", "show", "nope"))

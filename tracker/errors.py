@@ -5,6 +5,8 @@ FairclickError          a mistake the user can fix; printed as one line, never a
 ├── ImportRowsError     bad rows in a recipients file (all of them, with line numbers)
 ├── TemplateProblem     a campaign template that does not compile or render
 ├── NotFound            a campaign or recipient that does not exist
+├── BadArgument         a report asked for something it cannot give (a bucket, a range)
+├── Conflict            a change the current state does not allow (resume a cancelled campaign)
 └── PendingMigrations   the database schema is behind the code
 """
 
@@ -35,9 +37,17 @@ class NotFound(FairclickError):
     pass
 
 
+class BadArgument(FairclickError, ValueError):
+    """A value a caller chose that a report cannot take (an API answers it with a 400)."""
+
+
 class PendingMigrations(FairclickError):
     pass
 
 
 class ErasureBusy(FairclickError):
     """Erasure could not take its locks in time (long writes to clicks): nothing was erased."""
+
+
+class Conflict(FairclickError):
+    """A change the thing's current state does not allow (an API answers it with a 409)."""

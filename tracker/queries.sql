@@ -307,6 +307,10 @@ JOIN pg_class c ON c.oid = i.inhrelid
 WHERE i.inhparent = $1::regclass AND c.relname ~ '_[0-9]{4}_[0-9]{2}$'
 ORDER BY month
 
+-- name: uncount_partition
+-- A partition's rows out of the report rollups, before retention drops it (0006_rollups.sql).
+SELECT uncount_partition($1::regclass)
+
 -- name: delete_clicks_before
 DELETE FROM clicks WHERE clicked_at < $1
 

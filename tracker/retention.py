@@ -70,8 +70,13 @@ async def apply_retention(
         for table in PARTITIONED:
             for part in await conn.fetch(SQL.monthly_partitions, table):
                 if month_start(part["month"], 1) <= delete_cutoff:
-                    # DDL takes no parameters; the name comes from the catalogue.
-                    await conn.execute(f'DROP TABLE "{part["name"]}"')
+                    async with conn.transaction():
+                        # A DROP fires no trigger: its rows leave the report rollups first,
+                        # with the partition held so that none is added in between. DDL
+                        # takes no parameters; the name comes from the catalogue.
+                        await conn.execute(f'LOCK TABLE "{part["name"]}" IN SHARE MODE')
+                        await conn.execute(SQL.uncount_partition, part["name"])
+                        await conn.execute(f'DROP TABLE "{part["name"]}"')
                     result.dropped.append(part["name"])
             status = await conn.execute(_DELETE[table], _midnight(delete_cutoff))
             result.deleted[table] = _rows(status)

@@ -1,0 +1,54 @@
+-- SQL of the console's recipient pages and API lookups (console/recipients.py).
+
+-- name: search_recipients
+-- $1: the searched text, lower-cased. strpos, not LIKE: a "%" or "_" typed in the box is
+-- looked for as itself, with nothing to escape. Addresses that begin with it come first.
+SELECT id, email, name, format, tracking_consent, unsubscribed_at IS NULL AS subscribed,
+       created_at, count(*) OVER () AS total
+FROM recipients
+WHERE strpos(lower(email), $1) > 0
+ORDER BY strpos(lower(email), $1) = 1 DESC, lower(email), id
+LIMIT $2 OFFSET $3
+
+-- name: count_recipients_matching
+SELECT count(*) FROM recipients WHERE strpos(lower(email), $1) > 0
+
+-- name: recipient_by_id
+SELECT id, email, name, format, tracking_consent, unsubscribed_at, created_at,
+       attributes::text AS attributes
+FROM recipients WHERE id = $1
+
+-- name: recipient_consent_events
+SELECT kind, value, source, created_at FROM consent_events WHERE recipient_id = $1 ORDER BY id
+
+-- name: recipient_messages
+SELECT c.name AS campaign, o.status, o.format, o.attempts, o.queued_at, o.sent_at,
+       o.smtp_reply
+FROM outbox o JOIN campaigns c ON c.id = o.campaign_id
+WHERE o.recipient_id = $1
+ORDER BY o.id DESC
+LIMIT $2
+
+-- name: recipient_message_count
+SELECT count(*) FROM outbox WHERE recipient_id = $1
+
+-- name: recipient_clicks
+-- Identified clicks only: a click row names a message only if the person had consented at
+-- the moment of the click (the click path decides it as it writes the row); anonymous
+-- clicks name nobody and cannot be shown here. Latest first.
+SELECT k.clicked_at, c.name AS campaign, l.name AS link_name, coalesce(ml.url, l.url) AS url,
+       k.kind, k.bot_reason, k.user_agent
+FROM outbox o
+JOIN clicks k ON k.message_id = o.id
+JOIN links l ON l.id = k.link_id
+LEFT JOIN message_links ml ON ml.message_id = o.id AND ml.link_id = l.id
+JOIN campaigns c ON c.id = o.campaign_id
+WHERE o.recipient_id = $1
+ORDER BY k.clicked_at DESC, k.id DESC
+LIMIT $2
+
+-- name: recipient_click_count
+SELECT count(*) FROM outbox o JOIN clicks k ON k.message_id = o.id WHERE o.recipient_id = $1
+
+-- name: recipient_id_by_email
+SELECT id FROM recipients WHERE lower(email) = lower($1)
