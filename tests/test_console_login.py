@@ -428,3 +428,23 @@ def test_the_console_address_and_its_cookies(settings):
     behind = Settings.from_env({"FAIRCLICK_CONSOLE_URL": "https://ops.example.com/"})
     assert behind.console_address() == "https://ops.example.com" and behind.console_is_https
     assert settings.console_address() is None  # tests build settings without a listener
+
+
+async def test_only_an_operator_pauses_a_campaign_through_the_api(
+    console, admin, pool, make_campaign
+):
+    await make_campaign("<p>Hi</p>", name="spring")
+    viewer = session_of(await log_in(console, "viewer@example.com"))
+    operator = session_of(await log_in(console))
+    for session_id, status in ((viewer, 403), (operator, 200)):
+        response = await console.post(
+            "/api/v1/campaigns/spring/pause",
+            headers={**with_session(session_id), "X-CSRF-Token": csrf_token_for(session_id)},
+        )
+        assert response.status == status
+        if session_id == viewer:
+            assert await pool.fetchval("SELECT status FROM campaigns") != "paused"
+    assert await pool.fetchval("SELECT status FROM campaigns") == "paused"
+    assert await pool.fetch("SELECT actor, action FROM console_actions") == [
+        ("session:ops@example.com", "campaign pause")
+    ]

@@ -39,7 +39,8 @@ async def test_log_in_see_who_you_are_and_log_out(browser, console_url, pool):
     page.on("console", lambda m: m.type == "error" and console_errors.append(m.text))
 
     # A page that needs a login sends there, and back after it.
-    await page.goto(f"{console_url}/login?next=%2Flogin")
+    await page.goto(f"{console_url}/campaigns")
+    assert page.url == f"{console_url}/login?next=/campaigns"
     await expect(page.get_by_role("heading", level=1)).to_have_text("Log in")
     await page.get_by_label("Email").fill("ops@example.com")
     await page.get_by_label("Password").fill("a wrong password")
@@ -51,8 +52,10 @@ async def test_log_in_see_who_you_are_and_log_out(browser, console_url, pool):
     await page.get_by_label("Password").fill(PASSWORD)
     async with page.expect_navigation():
         await page.get_by_role("button", name="Log in").click()
-    assert page.url == f"{console_url}/login"
+    assert page.url == f"{console_url}/campaigns"
     await expect(page.locator("header .who")).to_have_text("ops@example.com (operator)")
+    # Back on the login page while signed in: it says who you are.
+    await page.goto(f"{console_url}/login")
     await expect(page.get_by_role("status")).to_have_text(
         "You are signed in as ops@example.com (operator)."
     )
