@@ -143,7 +143,8 @@ async def logout(request: web.Request) -> web.Response:
     """End this session (its row is deleted, the cookie cleared), then the login page."""
     settings = request.app[SETTINGS]
     session_id = sessions.session_id_of(request, settings)
-    if session_id is not None:
+    # Only a request that proved this session (and sent its CSRF token) ends it.
+    if session_id is not None and request[PRINCIPAL].kind == "session":
         async with request.app[POOL].acquire() as conn:
             await sessions.end_session(conn, session_id)
     response = _see_other("/login")
