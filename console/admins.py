@@ -22,7 +22,14 @@ QUICKSTART_ADMIN = "quickstart@localhost"
 def check_email(email: str) -> str:
     email = email.strip()
     local, at, domain = email.rpartition("@")
-    if not at or not local or not domain or any(c.isspace() for c in email) or len(email) > 254:
+    if (
+        not at
+        or not local
+        or not domain
+        or len(email) > 254
+        or any(c.isspace() or not c.isprintable() or "\ud800" <= c <= "\udfff" for c in email)
+    ):
+        # repr: a control character or undecodable byte is shown escaped, not sent to the terminal.
         raise FairclickError(f"{email!r} is not an email address: use e.g. ops@example.com")
     return email
 

@@ -10,7 +10,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from console import passwords, sessions, throttle
 from console.auth import digest, page_context, principal_of
 from console.keys import CONSOLE_PAGES, PRINCIPAL
-from tracker.clients import client_ip
+from tracker.clients import client_ip, storable_text
 from tracker.keys import POOL, SETTINGS
 from tracker.queries import load_queries
 
@@ -92,7 +92,10 @@ async def login(request: web.Request) -> web.Response:
         return await _login_page(
             request, status=400, problem="Enter your email and password.", next_path=next_path
         )
-    email, password = email.strip()[:MAX_FIELD], password[: passwords.MAX_LENGTH + 1]
+    # NUL and undecodable bytes cannot be stored or looked up (PostgreSQL refuses them): made
+    # harmless, the address then matches nobody and fails like any other unknown one.
+    email = storable_text(email.strip(), MAX_FIELD)
+    password = password[: passwords.MAX_LENGTH + 1]
     pool = request.app[POOL]
     settings = request.app[SETTINGS]
     ip = client_ip(request, settings.trusted_proxies)

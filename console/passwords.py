@@ -51,8 +51,10 @@ def _dummy_hash() -> str:
 
 
 def _verify(stored: str | None, password: str) -> bool:
+    # surrogatepass: a form's undecodable bytes still cost a verification (and never match).
+    secret = password.encode("utf-8", "surrogatepass")
     try:
-        return HASHER.verify(stored or _dummy_hash(), password) and stored is not None
+        return HASHER.verify(stored or _dummy_hash(), secret) and stored is not None
     except (VerificationError, InvalidHashError):
         return False
 

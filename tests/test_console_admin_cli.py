@@ -237,6 +237,15 @@ async def test_remove_an_admin(fairclick, pool):
             "--ops-listen=127.0.0.1:9180",
         ),
         ({}, ("admin", "create", "not-an-address"), "fairclick: 'not-an-address' is not an email"),
+        (
+            {},
+            (
+                "admin",
+                "create",
+                "ops\udcff@example.com",
+            ),  # a byte that is not UTF-8, as argv has it
+            "fairclick: 'ops\\udcff@example.com' is not an email",
+        ),
     ],
 )
 def test_console_settings_mistakes_are_one_line(fairclick, env, args, said):

@@ -448,3 +448,33 @@ async def test_only_an_operator_pauses_a_campaign_through_the_api(
     assert await pool.fetch("SELECT actor, action FROM console_actions") == [
         ("session:ops@example.com", "campaign pause")
     ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"email=ops%00@example.com&password=x%00y",
+        b"email=%FF%FE@example.com&password=%ED%A0%80%FF",
+        b"email=ops@example.com&password=" + b"x" * 5000,
+        b"email=" + b"e" * 5000 + b"&password=pw",
+        b"email=ops@example.com",
+        b"\xff\xfe=\x00",
+    ],
+)
+async def test_a_hostile_login_form_is_refused_never_a_500(console, admin, body):
+    response = await console.post(
+        "/login",
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        allow_redirects=False,
+    )
+    assert response.status in (400, 401)
+    assert "Set-Cookie" not in response.headers
+
+
+async def test_a_hostile_multipart_login_is_refused_never_a_500(console, admin):
+    form = aiohttp.FormData()
+    form.add_field("email", b"ops@example.com", filename="e.txt")
+    form.add_field("password", PASSWORD)
+    response = await console.post("/login", data=form, allow_redirects=False)
+    assert response.status == 400
