@@ -100,7 +100,7 @@ async def login(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     ip = client_ip(request, settings.trusted_proxies)
     async with pool.acquire() as conn:
-        wait = await throttle.blocked_for(conn, email, ip)
+        wait = await throttle.count_attempt(conn, email, ip)
         if wait is not None:
             seconds = max(1, math.ceil(wait))
             return await _login_page(
@@ -114,13 +114,12 @@ async def login(request: web.Request) -> web.Response:
         admin = await conn.fetchrow(SQL.admin_for_login, email)
     stored = admin["password_hash"] if admin else None
     if not await passwords.verify_password(stored, password):
-        async with pool.acquire() as conn:
-            await throttle.record_failure(conn, email, ip)
+        # The try was counted before the check: a failure leaves it so.
         return await _login_page(
             request, status=401, problem=WRONG, email=email, next_path=next_path
         )
     async with pool.acquire() as conn:
-        await throttle.record_success(conn, email)
+        await throttle.record_success(conn, email, ip)
         if passwords.needs_rehash(stored):
             await conn.execute(
                 SQL.update_password_hash, admin["id"], await passwords.hash_password(password)
