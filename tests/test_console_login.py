@@ -426,6 +426,8 @@ def test_the_console_address_and_its_cookies(settings):
     assert Settings.from_env(env).console_address() == "http://127.0.0.1:9300"
     env = {"FAIRCLICK_OPS_LISTEN": "[::1]:9300"}
     assert Settings.from_env(env).console_address() == "http://[::1]:9300"
+    env = {"FAIRCLICK_OPS_LISTEN": "[::]:9300"}
+    assert Settings.from_env(env).console_address() == "http://[::1]:9300"
     assert Settings.from_env({"FAIRCLICK_OPS_LISTEN": "off"}).console_address() is None
     behind = Settings.from_env({"FAIRCLICK_CONSOLE_URL": "https://ops.example.com/"})
     assert behind.console_address() == "https://ops.example.com" and behind.console_is_https
