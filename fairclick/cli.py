@@ -538,7 +538,10 @@ def add_admin_parser(sub) -> None:
     )
     p.add_argument("email")
     p.add_argument(
-        "--role", choices=("viewer", "operator"), help="operator (the default) may also change"
+        "--role",
+        choices=("viewer", "operator"),
+        help="a viewer reads; an operator (a new admin's default) may also pause, resume, "
+        "cancel and erase",
     )
     p.add_argument(
         "--password-file", metavar="FILE", help="the password is FILE's first line (- = stdin)"
