@@ -109,10 +109,11 @@ async def test_quickstart_again_prints_a_new_one_time_login_for_the_same_admin(t
     # PostgreSQL's own user (see test_suppressions.data_dir).
     folder = Path(tempfile.mkdtemp(prefix="fc-qs-"))
     env["FAIRCLICK_DATA_DIR"] = str(folder / "data")
-    ops = free_port()
-    env["FAIRCLICK_OPS_LISTEN"] = f"127.0.0.1:{ops}"
     links = []
     for _ in range(2):
+        # A new port each time: the one freed by the first run may be taken by then.
+        ops = free_port()
+        env["FAIRCLICK_OPS_LISTEN"] = f"127.0.0.1:{ops}"
         async with running_quickstart(env, tracker_port) as (process, output):
             links.append(re.search(r"one-time login:\s+(\S+)", output)[1])
             await _log_in_once(links[-1], f"http://127.0.0.1:{ops}")
