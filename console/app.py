@@ -63,7 +63,9 @@ async def require_login(request: web.Request, handler):
                 status=401,
                 headers={"WWW-Authenticate": 'Bearer realm="fairclick"'},
             )
-        raise web.HTTPSeeOther(f"/login?next={quote(request.rel_url.path_qs, safe='')}")
+        # Back to the page after the login; a form's target (a POST) cannot be gone back to.
+        back = request.rel_url.path_qs if request.method in ("GET", "HEAD") else "/"
+        raise web.HTTPSeeOther(f"/login?next={quote(back, safe='')}")
     request[PRINCIPAL] = principal
     return await handler(request)
 
