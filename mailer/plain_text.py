@@ -17,7 +17,9 @@ wrap each message after its values are filled in.
 from __future__ import annotations
 
 import re
-from html.parser import HTMLParser
+from html.parser import HTMLParser, attrfind_tolerant, tagfind_tolerant
+
+from mailer.rewrite import _decode_attr
 
 WIDTH = 78
 PRE = "\x01"  # starts a line of preformatted text: wrap() leaves it as it is
@@ -33,6 +35,9 @@ _LIST_START = re.compile(r" *(?:- |\d+\. )?")
 VOID = frozenset("area base br col embed hr img input link meta param source track wbr".split())
 # Never shown: their content is not part of the message's text.
 _SKIPPED = frozenset("head title style script template noframes".split())
+# Elements whose content a browser shows as text, tags and all.
+_RAW_TEXT = ("textarea", "xmp")
+_COMMENT_END = re.compile(r"--!?>")
 # A blank line before and after.
 _PARAGRAPHS = frozenset("p h1 h2 h3 h4 h5 h6 blockquote pre ul ol dl figure hr".split())
 # A line of their own.
@@ -94,22 +99,27 @@ class PlainTextConverter(HTMLParser):
         self._lists: list[list[int | None]] = []  # per open list: [next number] or [None]
         self._pre = 0
         self._hidden = False
-        self._after_url = False
+        self._after_word = False
+        self._pre_start = False
 
     # ------------------------------------------------------------------ output
 
     def _break(self, n: int) -> None:
         if not n:
             return
-        self._after_url = False
+        if self._link is not None:
+            self._link.pieces.append(" ")  # a block inside a link: its label stays one line
+            return
+        self._after_word = False
         if self._line:
             self._end_line()
         self._separator = False
         self._breaks = max(self._breaks, n)
 
     def _end_line(self) -> None:
-        self._after_url = False
-        self._lines.append((self._prefix + "".join(self._line)).rstrip())
+        self._after_word = False
+        line = (self._prefix + "".join(self._line)).rstrip()
+        self._lines.append(PRE + line if self._pre else line)
         self._line = []
         self._breaks = 1
 
@@ -124,10 +134,10 @@ class PlainTextConverter(HTMLParser):
             text = text.lstrip(" ")
         if not text:
             return
-        if self._after_url:
-            self._after_url = False
+        if self._after_word:
+            self._after_word = False
             if self._line and not text.startswith(" ") and text[0] not in _CLOSING:
-                text = " " + text  # a URL never runs into the next word
+                text = " " + text  # a URL or an image's alt never runs into the next word
         if self._line:
             if self._separator:
                 self._line[-1] = self._line[-1].rstrip(" ")
@@ -145,6 +155,10 @@ class PlainTextConverter(HTMLParser):
         self._line.append(text)
 
     def _write_pre(self, text: str) -> None:
+        if self._pre_start:
+            self._pre_start = False
+            if text.startswith("\n"):
+                text = text[1:]  # the line break right after <pre> is not part of its text
         lines = text.split("\n")
         for i, line in enumerate(lines):
             if i:
@@ -161,11 +175,15 @@ class PlainTextConverter(HTMLParser):
     # ------------------------------------------------------------------ parser events
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes: dict[str, str | None] = {}
+        for name, value in attrs:
+            attributes.setdefault(name, value)  # as in a browser, the first one counts
         if tag in VOID:
             if not self._hidden:
-                self._void(tag, dict(attrs))
+                self._void(tag, attributes)
             return
-        attributes = dict(attrs)
+        if tag in _RAW_TEXT:
+            self.set_cdata_mode(tag)  # its content is text, markup and all
         if tag == "li":
             self._close_open_item()
         elif tag == "a" and self._link is not None:
@@ -189,10 +207,10 @@ class PlainTextConverter(HTMLParser):
             self._separator = bool(self._line)
         elif tag == "pre":
             self._pre += 1
+            self._pre_start = True
             element.pre = True
         elif tag == "a":
-            href = attributes.get("href")
-            self._link = element.link = _Link(None if href is None else _strip(href))
+            self._link = element.link = _Link(self._href(attributes))
 
     def handle_endtag(self, tag: str) -> None:
         if tag in VOID:
@@ -213,6 +231,19 @@ class PlainTextConverter(HTMLParser):
         else:
             self._write(_SPACE.sub(" ", data))
 
+    def parse_comment(self, i: int, report: bool = True) -> int:
+        # Comments end as browsers end them: also at "--!>", and "<!-->" is an empty one.
+        rawdata = self.rawdata
+        for empty in ("<!-->", "<!--->"):
+            if rawdata.startswith(empty, i):
+                return i + len(empty)
+        match = _COMMENT_END.search(rawdata, i + 4)
+        if match is None:
+            return -1
+        if report:
+            self.handle_comment(rawdata[i + 4 : match.start()])
+        return match.end()
+
     def parse_html_declaration(self, i: int) -> int:
         # A browser reads "<![endif]-->" (any "<![" but CDATA) as a bogus comment ending at
         # the first ">"; the stdlib parser would give up on it and show it as text.
@@ -226,7 +257,9 @@ class PlainTextConverter(HTMLParser):
 
     def _void(self, tag: str, attributes: dict) -> None:
         if tag == "br":
-            if self._line:
+            if self._link is not None:
+                self._link.pieces.append(" ")
+            elif self._line:
                 self._end_line()
             elif self._lines:
                 self._breaks = min(self._breaks + 1, 2)
@@ -238,9 +271,9 @@ class PlainTextConverter(HTMLParser):
         elif tag in ("img", "area") and not _hides(attributes):
             alt = _SPACE.sub(" ", _CONTROL.sub("", attributes.get("alt") or "")).strip()
             if tag == "area":
-                href = attributes.get("href")
+                href = self._href(attributes)
                 if href is not None and self._link is None:  # an image map's link
-                    self._link = _Link(_strip(href))
+                    self._link = _Link(href)
                     self._link.pieces.append(alt)
                     self._link.texts = 1
                     self._end_link()
@@ -248,7 +281,29 @@ class PlainTextConverter(HTMLParser):
                 if alt:
                     self._link.pieces.append(f" {alt} ")
             elif alt:
-                self._write(f" {alt} ")
+                self._write(" " + alt)
+                self._after_word = True
+
+    def _href(self, attributes: dict) -> str | None:
+        """The href as a browser reads it (and as the link rewriter does): the stdlib parser
+        decodes "&copy=1" in a query to "©=1", a browser leaves it as written."""
+        href = attributes.get("href")
+        if href is None:
+            return None
+        raw = self.get_starttag_text() or ""
+        if "&" in raw:
+            at = tagfind_tolerant.match(raw, 1).end()
+            while match := attrfind_tolerant.match(raw, at):
+                if match.end() == at:
+                    break
+                at = match.end()
+                if match[1].lower() == "href" and match[3] is not None:
+                    value = match[3]
+                    if value[:1] in "'\"" and value[:1] == value[-1:] and len(value) > 1:
+                        value = value[1:-1]
+                    href = _decode_attr(value)
+                    break
+        return _strip(href)
 
     def _close_open_item(self) -> None:
         for i in range(len(self._stack) - 1, -1, -1):
@@ -304,7 +359,7 @@ class PlainTextConverter(HTMLParser):
             self._write(label)
             return
         self._write(" " + link.href if form == "url" else label + ": " + link.href)
-        self._after_url = True
+        self._after_word = True
 
     def link_written(self, href: str | None, label: str, only_images: bool, form: str) -> None:
         """Called for each link with what decided its form (mailer/text_part.py watches it)."""
