@@ -59,6 +59,7 @@ _PLAIN_STATEMENTS = (nodes.Output, nodes.If, nodes.For, nodes.With, nodes.Assign
 _PLAIN_VALUE = re.compile(r"[^\W\d_](?:[^\s&<>\"'\x00-\x1f\x7f\u00ad]| (?=\S))*")
 # A tracked URL as written into the HTML (rewrite_links writes it as is).
 _PLAIN_URL = re.compile(r"https?://[^\s&<>\"'\\\[\](){}]+")
+_WEB = re.compile(r"^https?://", re.IGNORECASE)  # as mailer/plain_text.py's link_form reads it
 _QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'")
 
 
@@ -148,7 +149,9 @@ class LayoutTemplate:
 
 @dataclass(frozen=True)
 class _Converted:
-    text: str  # the converter's unwrapped text, with placeholders
+    # The converter's text in runs of lines: a run without placeholders already wrapped
+    # (False), a line with placeholders as it came, to fill in and wrap per message (True).
+    runs: tuple[tuple[bool, str], ...]
     # (href, label, only images, form) of each link where href or label holds a placeholder:
     # how it is written (label, URL or both) depends on the values, so each message checks it.
     links: tuple[tuple[str | None, str, bool, str], ...]
@@ -187,8 +190,17 @@ class _WatchingConverter(PlainTextConverter):
         self.seen += self._count(data)  # comments are not in the text
 
     def link_written(self, href, label, only_images, form):
-        if self._count(href) or self._count(label):
+        if self._count(label) or (self._count(href) and not self._fixed_form(href, label)):
             self.links.append((href, label, only_images, form))
+
+    def _fixed_form(self, href: str, label: str) -> bool:
+        """Whether a link with this literal label and values in its href is written label: URL
+        whatever the values: a web URL before the first value, and a label that the URL (or
+        the URL without its scheme) cannot equal. Most links of most messages."""
+        before = href[: self.placeholder.search(href).start()]
+        if not label or not _WEB.match(before):
+            return False
+        return not label.startswith((before.rstrip("/"), _WEB.sub("", before).rstrip("/")))
 
 
 @dataclass
@@ -259,7 +271,7 @@ class TextPart:
         # A value right after "&" and letters could end up in an entity ("&co" + "py…").
         entity = self._after_ampersand.search(html)
         if converter.unsafe is None and converter.seen == expected and entity is None:
-            converted = _Converted(text, tuple(converter.links))
+            converted = _Converted(self._runs(text), tuple(converter.links))
         else:
             converted = None  # each message of this layout converted on its own
         self._converted[key] = converted
@@ -314,7 +326,24 @@ class TextPart:
         for href, label, only_images, form in converted.links:
             if link_form(href and fill(href), fill(label), only_images) != form:
                 return None
-        return finish(self._wrap(fill(converted.text)))
+        return finish(
+            "\n".join(self._wrap(fill(run)) if filled else run for filled, run in converted.runs)
+        )
+
+    def _runs(self, text: str) -> tuple[tuple[bool, str], ...]:
+        runs: list[tuple[bool, str]] = []
+        fixed: list[str] = []
+        for line in text.split("\n"):
+            if self._words.search(line):
+                if fixed:
+                    runs.append((False, "\n".join(map(wrap_line, fixed))))
+                    fixed = []
+                runs.append((True, line))
+            else:
+                fixed.append(line)
+        if fixed:
+            runs.append((False, "\n".join(map(wrap_line, fixed))))
+        return tuple(runs)
 
     def _real_offset(self, layout: Layout) -> Callable[[int], int]:
         """Maps an offset in the layout's placeholder HTML to the message's HTML."""

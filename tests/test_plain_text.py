@@ -9,17 +9,15 @@ from pathlib import Path
 import pytest
 from helpers import EMAIL_TEMPLATES
 from test_text_part import AWKWARD_NAMES, PLAIN_NAMES, SKIP, context, tracked_html
-from text_checks import longest_line, markdown_findings
+from text_checks import longest_line, markdown_findings, visible_link_urls
 
 from mailer.plain_text import WIDTH, html_to_text
-from mailer.rewrite import find_links
 from mailer.sending import send_campaign
 from mailer.templates import CampaignTemplates
 from mailer.text_part import Message
 
 TEXT_CORPUS = sorted((Path(__file__).parent / "text_corpus").glob("*.html"))
 ALL_TEMPLATES = [*EMAIL_TEMPLATES, *TEXT_CORPUS]
-_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 
 
 def test_the_text_corpus_is_there() -> None:
@@ -57,17 +55,6 @@ def test_no_markdown_in_any_text_part(path: Path) -> None:
         assert markdown_findings(text, html) == [], text
         assert longest_line(text) <= WIDTH, text
         assert not any(line != line.rstrip() for line in text.splitlines())
-
-
-def visible_link_urls(html: str) -> list[str]:
-    """The web URLs of the links find_links sees outside comments (Outlook-only blocks)."""
-    comments = [(m.start(), m.end()) for m in _COMMENT.finditer(html)]
-    return [
-        spot.url
-        for spot in find_links(html)
-        if spot.url.lower().startswith(("http://", "https://"))
-        and not any(start < spot.start < end for start, end in comments)
-    ]
 
 
 @pytest.mark.parametrize("path", ALL_TEMPLATES, ids=lambda p: p.stem)

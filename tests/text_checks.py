@@ -8,6 +8,8 @@ from __future__ import annotations
 import html as htmllib
 import re
 
+from mailer.rewrite import find_links
+
 _INLINE_LINK = re.compile(r"!?\[[^\]\n]*\]\([^)\n]*\)")
 _REFERENCE = re.compile(r"^\s*\[\d+\]:\s", re.MULTILINE)
 _HEADING = re.compile(r"^\s*(#{1,6}\s+\S.*)$", re.MULTILINE)
@@ -15,6 +17,7 @@ _STAR_BULLET = re.compile(r"^\s*([*+]\s+\S.*)$", re.MULTILINE)
 # Markers a Markdown writer adds: emphasis, code, escapes, autolinks, link and image syntax.
 _MARKERS = ("**", "__", "`", "\\", "<http", "<mailto", "](", "![")
 _WS = re.compile(r"\s+")
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 
 
 def _source_text(html: str) -> str:
@@ -44,3 +47,14 @@ def markdown_findings(text: str, html: str) -> list[str]:
 def longest_line(text: str) -> int:
     """The longest line that is not a single unbreakable word (a URL)."""
     return max((len(line) for line in text.splitlines() if " " in line.strip()), default=0)
+
+
+def visible_link_urls(html: str) -> list[str]:
+    """The web URLs of the links find_links sees outside comments (Outlook-only blocks)."""
+    comments = [(m.start(), m.end()) for m in _COMMENT.finditer(html)]
+    return [
+        spot.url
+        for spot in find_links(html)
+        if spot.url.lower().startswith(("http://", "https://"))
+        and not any(start < spot.start < end for start, end in comments)
+    ]
