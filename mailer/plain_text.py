@@ -37,6 +37,7 @@ VOID = frozenset("area base br col embed hr img input link meta param source tra
 _SKIPPED = frozenset("head title style script template noframes".split())
 # Elements whose content a browser shows as text, tags and all.
 _RAW_TEXT = ("textarea", "xmp")
+_MAX_INDENT = 24  # nesting deeper than this is not indented further (text, not a staircase)
 _COMMENT_END = re.compile(r"--!?>")
 # A blank line before and after.
 _PARAGRAPHS = frozenset("p h1 h2 h3 h4 h5 h6 blockquote pre ul ol dl figure hr".split())
@@ -88,6 +89,7 @@ class PlainTextConverter(HTMLParser):
     def __init__(self):
         super().__init__(convert_charrefs=True)
         self._stack: list[_Element] = []
+        self._open: dict[str, int] = {}  # open elements by tag
         self._lines: list[str] = []
         self._line: list[str] = []
         self._prefix = ""  # the current line's indentation (and bullet)
@@ -191,6 +193,7 @@ class PlainTextConverter(HTMLParser):
         hidden = self._hidden or tag in _SKIPPED or _hides(attributes)
         element = _Element(tag, hidden)
         self._stack.append(element)
+        self._open[tag] = self._open.get(tag, 0) + 1
         self._hidden = hidden
         if hidden:
             return
@@ -201,7 +204,7 @@ class PlainTextConverter(HTMLParser):
         elif tag == "li":
             self._start_item(element)
         elif tag == "blockquote":
-            self._indents.append(self._indents[-1] + "  ")
+            self._indents.append(self._indents[-1][:_MAX_INDENT] + "  ")
             element.indent = True
         elif tag in ("td", "th"):
             self._separator = bool(self._line)
@@ -213,8 +216,8 @@ class PlainTextConverter(HTMLParser):
             self._link = element.link = _Link(self._href(attributes))
 
     def handle_endtag(self, tag: str) -> None:
-        if tag in VOID:
-            return
+        if tag in VOID or not self._open.get(tag):
+            return  # an end tag with no open element: nothing to close (and no search)
         for i in range(len(self._stack) - 1, -1, -1):
             if self._stack[i].tag == tag:
                 while len(self._stack) > i:
@@ -306,7 +309,11 @@ class PlainTextConverter(HTMLParser):
         return _strip(href)
 
     def _close_open_item(self) -> None:
-        for i in range(len(self._stack) - 1, -1, -1):
+        if not self._open.get("li"):
+            return
+        # A new item closes the open one; looked for only near the top of the stack (a
+        # browser stops at most elements too), so no document makes this quadratic.
+        for i in range(len(self._stack) - 1, max(-1, len(self._stack) - 65), -1):
             tag = self._stack[i].tag
             if tag in ("ul", "ol"):
                 return
@@ -323,12 +330,13 @@ class PlainTextConverter(HTMLParser):
         else:
             mark = f"{numbering[0]}. "
             numbering[0] += 1
-        base = self._indents[-1]
+        base = self._indents[-1][:_MAX_INDENT]
         self._bullet = base + "  " + mark
         self._indents.append(base + "  " + " " * len(mark))
         element.indent = True
 
     def _close(self, element: _Element) -> None:
+        self._open[element.tag] -= 1
         if element.hidden:
             return
         tag = element.tag

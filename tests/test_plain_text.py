@@ -121,3 +121,14 @@ async def test_text_only_mail_of_a_campaign_without_text_template(
     assert markdown_findings(tracked, LINKS) == []
     assert re.search(rf"^News from the shop: {re.escape(base)}/c/\S+$", tracked, re.M)
     assert "https://shop.example/news" not in tracked
+
+
+@pytest.mark.timeout(60)
+def test_hostile_nesting_neither_hangs_nor_makes_a_staircase() -> None:
+    """A template's markup cannot stop the sender: unmatched end tags, items far from their
+    list and deep nesting convert in one pass, and indentation stops growing."""
+    assert html_to_text("<div>" * 100_000 + "</span>" * 100_000 + "x") == "x\n"
+    items = html_to_text("<ul>" + "<div>" * 20_000 + "<li>x" * 20_000)
+    assert items.count("- x") == 20_000
+    nested = html_to_text("<ul>" + "<li>x<ul>" * 5_000).splitlines()
+    assert len(nested) == 5_000 and max(map(len, nested)) <= 30
