@@ -28,7 +28,6 @@ _SPACE = re.compile(r"\s+")
 _HIDING_STYLE = re.compile(
     r"(?:^|;)\s*(?:display\s*:\s*none|visibility\s*:\s*hidden)\b", re.IGNORECASE
 )
-_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 _WEB = re.compile(r"^https?://", re.IGNORECASE)
 _CLOSING = ".,;:!?)]}'\"’”"
 _LIST_START = re.compile(r" *(?:- |\d+\. )?")
@@ -129,7 +128,7 @@ class PlainTextConverter(HTMLParser):
         """Inline text, whitespace already collapsed."""
         if self._link is not None:
             self._link.pieces.append(text)
-            if not text.isspace():
+            if text and not text.isspace():
                 self._link.texts += 1
             return
         if not self._line or self._line[-1].endswith(" "):
