@@ -237,6 +237,9 @@ async def report(request: web.Request) -> web.Response:
                 "points": await campaign_series(conn, name, bucket=bucket, start=start, end=end),
             }
             result["failures"] = await campaign_failures(conn, name, limit=limit, offset=offset)
+        if any(r["email"] is not None for r in result["failures"]["recipients"]):
+            # Onward transfer (policy section 5): an answer naming people is logged.
+            await log_action(conn, request[PRINCIPAL], "export report failures", f"campaign {name}")
     return web.json_response(result)
 
 
@@ -289,9 +292,12 @@ async def recipients(request: web.Request) -> web.Response:
         if query is not None:
             query = _text(query, "search")
             found = await search_recipients(conn, query, limit=limit, offset=offset)
+            await _log_recipients(conn, request, "export recipient search", found["recipients"])
             return web.json_response(_paged(found["recipients"], found["total"], limit, offset))
         email = _text(email, "address").strip()
         rows = [] if len(email) > MAX_ADDRESS else await conn.fetch(SQL.recipient_by_address, email)
+        shown = rows[offset : offset + limit]
+        await _log_recipients(conn, request, "export recipient lookup", shown)
     items = [
         {**dict(r), "created_at": r["created_at"].isoformat() if r["created_at"] else None}
         for r in rows
@@ -309,6 +315,16 @@ async def recipient(request: web.Request) -> web.Response:
         raise NotFound(f"no recipient with id {text}")
     async with request.app[POOL].acquire() as conn:
         detail = await recipient_detail(conn, int(text))
+        if detail is not None:
+            await log_action(conn, request[PRINCIPAL], "export recipient", f"recipient #{text}")
     if detail is None:
         raise NotFound(f"no recipient with id {text}")
     return web.json_response(detail)
+
+
+async def _log_recipients(conn, request: web.Request, action: str, people) -> None:
+    """Onward transfer (privacy policy section 5): an answer that names people is logged,
+    naming them by number only; an answer naming nobody is not an export."""
+    if people:
+        subject = "recipients " + ", ".join(f"#{p['id']}" for p in people)
+        await log_action(conn, request[PRINCIPAL], action, subject)
