@@ -6,6 +6,7 @@ HTTP, `recipients import` and `recipients unsubscribe` as subprocesses. The page
 is compared with the page as served, so the proof cannot drift from what people see.
 """
 
+# ruff: noqa: F811 - `fairclick` is test_cli's fixture, imported to be used by name
 from __future__ import annotations
 
 import getpass
@@ -148,7 +149,7 @@ async def test_one_click_unsubscribe_keeps_its_wording(ann, settings, pool, http
     assert (event["policy_url"], event["policy_version"]) == (POLICY_URL, POLICY_VERSION)
 
 
-async def test_import_keeps_the_operators_wording_and_versions_it(fairclick, write_file, pool):  # noqa: F811
+async def test_import_keeps_the_operators_wording_and_versions_it(fairclick, write_file, pool):
     people = write_file("people.csv", PEOPLE)
     wording = "Tick to get our news. We record clicks only if you say so.\nPrivacy: see our policy."
     first = fairclick(
@@ -179,7 +180,7 @@ async def test_import_keeps_the_operators_wording_and_versions_it(fairclick, wri
     assert "nope.txt" in missing.stderr
 
 
-async def test_operator_unsubscribe_from_the_command_line(fairclick, add_recipients, pool):  # noqa: F811
+async def test_operator_unsubscribe_from_the_command_line(fairclick, add_recipients, pool):
     await add_recipients(PEOPLE)
     result = fairclick("recipients", "unsubscribe", "Ann@Example.com", **POLICY_ENV)
     assert result.returncode == 0, result.stderr
@@ -195,7 +196,7 @@ async def test_operator_unsubscribe_from_the_command_line(fairclick, add_recipie
     assert nobody.returncode == 2 and "zed@example.com" in nobody.stderr
 
 
-async def test_history_prints_every_event_with_its_proof(fairclick, write_file, pool):  # noqa: F811
+async def test_history_prints_every_event_with_its_proof(fairclick, write_file, pool):
     # A file name with a terminal escape in it: it is in every event's source.
     people = write_file("new\x1b[2Jlist.csv", PEOPLE)
     assert fairclick("recipients", "import", str(people), **POLICY_ENV).returncode == 0
@@ -257,7 +258,7 @@ async def test_download_holds_the_events_with_the_wording_they_refer_to(ann, set
         ("FAIRCLICK_PRIVACY_POLICY_VERSION", "v1\nv2"),
     ],
 )
-def test_malformed_policy_settings_are_one_line(fairclick, variable, value):  # noqa: F811
+def test_malformed_policy_settings_are_one_line(fairclick, variable, value):
     result = fairclick("recipients", "history", "ann@example.com", **{variable: value})
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert variable in result.stderr
