@@ -19,6 +19,7 @@ from console.openapi import MAX_LIMIT, MAX_OFFSET, document
 from console.recipients import recipient_detail, search_recipients
 from mailer.campaigns import set_status
 from mailer.link_check import check_links
+from tracker.consent import change_choices
 from tracker.database import UNREACHABLE
 from tracker.errors import Conflict, FairclickError, NotFound
 from tracker.keys import POOL, SETTINGS
@@ -31,6 +32,7 @@ from tracker.reports import (
     campaign_report,
     campaign_series,
 )
+from tracker.wordings import operator_proof
 
 log = logging.getLogger(__name__)
 SQL = load_queries("console", "api.sql")
@@ -320,6 +322,29 @@ async def recipient(request: web.Request) -> web.Response:
     if detail is None:
         raise NotFound(f"no recipient with id {text}")
     return web.json_response(detail)
+
+
+@routes.post("/api/v1/recipients/{id}/unsubscribe", name="api_recipient_unsubscribe")
+async def unsubscribe(request: web.Request) -> web.Response:
+    """Record an unsubscribe the person asked for elsewhere (operator): a consent event with
+    channel 'api', the token as actor and the API's wording (tracker/wordings.py)."""
+    principal = request[PRINCIPAL]
+    require_operator(request, principal)
+    text = request.match_info["id"]
+    if not text.isascii() or not text.isdigit():
+        raise ApiError(400, "a recipient's id is a whole number")
+    if not _NUMBER.fullmatch(text):
+        raise NotFound(f"no recipient with id {text}")
+    proof = operator_proof(request.app[SETTINGS], actor=principal.actor, channel="api")
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        try:
+            changes = await change_choices(
+                conn, int(text), subscribed=False, source="api", proof=proof
+            )
+        except NotFound:
+            raise NotFound(f"no recipient with id {text}") from None
+        await log_action(conn, principal, "unsubscribe", f"recipient #{text}")
+    return web.json_response({"id": int(text), "subscribed": False, "changed": bool(changes)})
 
 
 async def _log_recipients(conn, request: web.Request, action: str, people) -> None:

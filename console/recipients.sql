@@ -19,7 +19,11 @@ SELECT id, email, name, format, tracking_consent, unsubscribed_at, created_at,
 FROM recipients WHERE id = $1
 
 -- name: recipient_consent_events
-SELECT kind, value, source, created_at FROM consent_events WHERE recipient_id = $1 ORDER BY id
+-- With their proof (issue 11): channel, actor, the wording's version, the policy's version.
+SELECT e.kind, e.value, e.source, e.created_at, e.channel, e.actor, e.policy_version,
+       w.purpose AS wording_purpose, w.version AS wording_version
+FROM consent_events e LEFT JOIN consent_wordings w ON w.sha256 = e.wording_sha256
+WHERE e.recipient_id = $1 ORDER BY e.id
 
 -- name: recipient_messages
 SELECT c.name AS campaign, o.status, o.format, o.attempts, o.queued_at, o.sent_at,

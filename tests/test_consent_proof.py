@@ -16,10 +16,13 @@ from dataclasses import replace
 from html.parser import HTMLParser
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from test_cli import fairclick  # noqa: F401 - the fixture, used by name
 
+from console.app import create_console_app
+from console.auth import create_api_token
 from tracker.tokens import Tokens
-from tracker.wordings import ONE_CLICK, OPERATOR_UNSUBSCRIBE
+from tracker.wordings import API_UNSUBSCRIBE, ONE_CLICK, OPERATOR_UNSUBSCRIBE
 
 POLICY_URL = "https://example.com/privacy"
 POLICY_VERSION = "2022-10-31"
@@ -262,3 +265,60 @@ def test_malformed_policy_settings_are_one_line(fairclick, variable, value):
     result = fairclick("recipients", "history", "ann@example.com", **{variable: value})
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert variable in result.stderr
+
+
+@pytest.fixture
+async def console(settings, pool):
+    client = TestClient(TestServer(create_console_app(settings, pool), host="127.0.0.1"))
+    await client.start_server()
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def tokens(pool) -> dict[str, dict[str, str]]:
+    async with pool.acquire() as conn:
+        return {
+            role: {"Authorization": f"Bearer {await create_api_token(conn, f'{role}s', role)}"}
+            for role in ("viewer", "operator")
+        }
+
+
+async def test_operator_unsubscribe_from_the_console_and_the_api(
+    add_recipients, console, tokens, pool
+):
+    await add_recipients(PEOPLE + "bob@example.com,Bob,text,no\n")
+    ann, bob = [r[0] for r in await pool.fetch("SELECT id FROM recipients ORDER BY id")]
+    path = f"/recipients/{ann}/unsubscribe"
+    refused = await console.post(path, data={"confirm": "yes"}, headers=tokens["viewer"])
+    unconfirmed = await console.post(path, data={}, headers=tokens["operator"])
+    assert (refused.status, unconfirmed.status) == (403, 400)
+    assert len(await proof_of(pool, ann)) == 2  # the import's only: nothing changed
+    done = await console.post(
+        path, data={"confirm": "yes"}, headers=tokens["operator"], allow_redirects=False
+    )
+    assert done.status == 303
+    api = await console.post(f"/api/v1/recipients/{bob}/unsubscribe", headers=tokens["operator"])
+    assert api.status == 200 and await api.json() == {
+        "id": bob,
+        "subscribed": False,
+        "changed": True,
+    }
+    again = await console.post(f"/api/v1/recipients/{bob}/unsubscribe", headers=tokens["operator"])
+    assert (await again.json())["changed"] is False
+    missing = await console.post("/api/v1/recipients/999/unsubscribe", headers=tokens["operator"])
+    assert missing.status == 404
+    (by_console,) = (await proof_of(pool, ann))[2:]
+    (by_api,) = (await proof_of(pool, bob))[2:]
+    assert (by_console["channel"], by_console["actor"], by_console["text"]) == (
+        "operator", "token:operators", OPERATOR_UNSUBSCRIBE,
+    )  # fmt: skip
+    assert (by_api["channel"], by_api["actor"], by_api["text"]) == (
+        "api", "token:operators", API_UNSUBSCRIBE,
+    )  # fmt: skip
+    for event in (by_console, by_api):
+        assert (event["kind"], event["value"]) == ("subscription", "unsubscribed")
+        assert (event["policy_url"], event["policy_version"]) == (POLICY_URL, POLICY_VERSION)
+    # The console's recipient page shows each event's proof.
+    page = await (await console.get(f"/recipients/{ann}", headers=tokens["viewer"])).text()
+    assert "wording v1 of operator, policy 2022-10-31" in page and "by token:operators" in page

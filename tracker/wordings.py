@@ -66,6 +66,12 @@ OPERATOR_UNSUBSCRIBE = (
 )
 
 
+API_UNSUBSCRIBE = (
+    "Unsubscribed through fairclick's API, by an operator's program, at the person's request "
+    "received other than through the preference page (a reply, a letter, a call)."
+)
+
+
 def import_default(filename: str) -> str:
     """The wording of an import whose operator gave none."""
     return (
@@ -130,10 +136,11 @@ def import_proof(settings, text: str, *, actor: str | None) -> Proof:
 
 
 def operator_proof(settings, *, actor: str, channel: str = "operator") -> Proof:
+    """An unsubscribe an operator records: from the command line or console, or the API."""
+    text = API_UNSUBSCRIBE if channel == "api" else OPERATOR_UNSUBSCRIBE
     return Proof(
-        channel, {"subscription": Wording(channel, OPERATOR_UNSUBSCRIBE)},
-        actor=actor, **_policy(settings),
-    )  # fmt: skip
+        channel, {"subscription": Wording(channel, text)}, actor=actor, **_policy(settings)
+    )
 
 
 async def remember(conn: asyncpg.Connection, wording: Wording) -> bytes:
