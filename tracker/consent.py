@@ -75,7 +75,7 @@ async def log_event(
         await conn.execute(SQL.log_consent_event, recipient_id, kind, value, source)
         return
     wording = proof.wordings.get(kind)
-    digest = await remember(conn, wording) if wording is not None else None
+    digest = await remember(conn, wording, proof.known) if wording is not None else None
     await conn.execute(
         SQL.log_consent_event_with_proof, recipient_id, kind, value, source, proof.channel,
         digest, proof.policy_url, proof.policy_version, proof.actor,

@@ -10,7 +10,7 @@ every consent event points at the one its person saw (tracker/consent.py).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -101,6 +101,8 @@ class Proof:
     policy_url: str | None = None
     policy_version: str | None = None
     actor: str | None = None
+    # Wordings this proof already stored or found: an import of many rows looks each up once.
+    known: set[bytes] = field(default_factory=set, compare=False, repr=False)
 
     def __post_init__(self):
         if self.channel not in CHANNELS:
@@ -143,14 +145,20 @@ def operator_proof(settings, *, actor: str, channel: str = "operator") -> Proof:
     )
 
 
-async def remember(conn: asyncpg.Connection, wording: Wording) -> bytes:
-    """Store the wording the first time it is used; its SHA-256 either way."""
+async def remember(conn: asyncpg.Connection, wording: Wording, known: set | None = None) -> bytes:
+    """Store the wording the first time it is used; its SHA-256 either way.
+
+    known: digests already stored (Proof.known, which lives no longer than its transaction).
+    """
     digest = wording.sha256
-    if await conn.fetchval(SQL.wording_known, digest):
+    if known is not None and digest in known:
         return digest
-    async with conn.transaction():
-        await conn.execute(SQL.lock_wordings, _WORDINGS_LOCK)
-        await conn.execute(SQL.remember_wording, digest, wording.purpose, wording.text)
+    if not await conn.fetchval(SQL.wording_known, digest):
+        async with conn.transaction():
+            await conn.execute(SQL.lock_wordings, _WORDINGS_LOCK)
+            await conn.execute(SQL.remember_wording, digest, wording.purpose, wording.text)
+    if known is not None:
+        known.add(digest)
     return digest
 
 
