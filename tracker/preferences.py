@@ -15,9 +15,11 @@ from yarl import URL
 
 from tracker.consent import change_choices, current_choices, erase_recipient
 from tracker.errors import ErasureBusy
+from tracker.exports import log_export
 from tracker.keys import PAGES, POOL, SETTINGS, TOKENS
 from tracker.pages import render_page
 from tracker.personal_data import FILENAME, as_json, personal_data
+from tracker.wordings import PAGE, one_click_proof, page_proof
 
 ONE_CLICK_BODY = b"List-Unsubscribe=One-Click"
 _YES_NO = {"yes": True, "no": False}
@@ -51,6 +53,7 @@ async def _page(request: web.Request, recipient_id: int, *, status=200, **extra)
         data_url=_url(request, "personal_data"),
         erase_url=_url(request, "erase"),
         erase_confirmation=ERASE_CONFIRMATION,
+        wording=PAGE,  # the questions' texts, kept as proof of what was shown (wordings.py)
         saved=extra.pop("saved", False),
         problems=extra.pop("problems", []),
         erase_problem=extra.pop("erase_problem", None),
@@ -126,8 +129,9 @@ async def change_preferences(request: web.Request) -> web.Response:
             if await current_choices(conn, recipient_id) is None:
                 return _gone(request)
             await change_choices(
-                conn, recipient_id, subscribed=False, source="one-click unsubscribe"
-            )
+                conn, recipient_id, subscribed=False, source="one-click unsubscribe",
+                proof=one_click_proof(request.app[SETTINGS]),
+            )  # fmt: skip
         return web.Response(text="You are unsubscribed.\n", headers={"Cache-Control": "no-store"})
     if not _same_origin(request):
         return _other_origin()
@@ -153,7 +157,10 @@ async def change_preferences(request: web.Request) -> web.Response:
     async with pool.acquire() as conn:
         if await current_choices(conn, recipient_id) is None:
             return _gone(request)
-        await change_choices(conn, recipient_id, source="preference page", **choices)
+        await change_choices(
+            conn, recipient_id, source="preference page",
+            proof=page_proof(request.app[SETTINGS]), **choices,
+        )  # fmt: skip
     # Post/redirect/get: reloading the page never posts the form again.
     raise web.HTTPSeeOther(request.path + "?saved=1", headers={"Cache-Control": "no-store"})
 
@@ -171,6 +178,8 @@ async def download_data(request: web.Request) -> web.Response:
         return _other_origin()
     async with request.app[POOL].acquire() as conn:
         data = await personal_data(conn, recipient_id)
+        if data is not None:  # onward transfer (policy section 5): every export is logged
+            await log_export(conn, "recipient", "download personal data", recipient_id)
     if data is None:
         return _gone(request)
     return web.Response(
@@ -204,7 +213,7 @@ async def erase_data(request: web.Request) -> web.Response:
         )
     try:
         async with request.app[POOL].acquire() as conn:
-            erased = await erase_recipient(conn, recipient_id)
+            erased = await erase_recipient(conn, recipient_id, reason="request")
     except ErasureBusy:
         response = render_page(request.app[PAGES], "erase_later.html", status=503)
         response.headers["Retry-After"] = "60"

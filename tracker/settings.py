@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from tracker.control_chars import CONTROL
 from tracker.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,10 @@ class Settings:
     # operators' listener): decides Secure cookies and what quickstart prints.
     # None: http://HOST:PORT of ops_listen (see console_address()).
     console_url: str | None = None
+    # --- consent proof (issue 11): the privacy policy in force, recorded with each choice ---
+    privacy_policy_url: str | None = None
+    privacy_policy_version: str | None = None
+    # --- end consent proof ---
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -81,6 +86,7 @@ class Settings:
             console_url=parse_console_url(env["FAIRCLICK_CONSOLE_URL"])
             if env.get("FAIRCLICK_CONSOLE_URL")
             else None,
+            **parse_privacy_policy(env),
         )
 
     def console_address(self) -> str | None:
@@ -202,6 +208,25 @@ def parse_console_url(value: str) -> str:
             "at the root of its address)"
         )
     return value.strip().rstrip("/")
+
+
+def parse_privacy_policy(env: dict) -> dict:
+    """FAIRCLICK_PRIVACY_POLICY_URL (http/https) and _VERSION (short text), each optional."""
+    url = (env.get("FAIRCLICK_PRIVACY_POLICY_URL") or "").strip() or None
+    version = (env.get("FAIRCLICK_PRIVACY_POLICY_VERSION") or "").strip() or None
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or CONTROL.search(url):
+            raise ConfigError(
+                f"FAIRCLICK_PRIVACY_POLICY_URL={url!r} is not an http(s) address: use e.g. "
+                "FAIRCLICK_PRIVACY_POLICY_URL=https://example.com/privacy"
+            )
+    if version is not None and (len(version) > 100 or CONTROL.search(version)):
+        raise ConfigError(
+            "FAIRCLICK_PRIVACY_POLICY_VERSION must be one line of at most 100 characters, "
+            "e.g. FAIRCLICK_PRIVACY_POLICY_VERSION=2022-10-31"
+        )
+    return {"privacy_policy_url": url, "privacy_policy_version": version}
 
 
 def parse_ops_listen(value: str, *, name: str = "FAIRCLICK_OPS_LISTEN") -> tuple[str, int] | None:
