@@ -35,7 +35,8 @@ TABLES = (
     " suppressions, spool_replays, key_fingerprints, admins, console_sessions, api_tokens,"
     " console_actions, console_login_failures, console_login_links,"
     " click_hours, click_totals, message_clicks, clickers, open_hours, message_opens, openers,"
-    " outbox_counts"
+    " outbox_counts,"
+    " mailbox_links"
 )
 
 
