@@ -8,6 +8,7 @@ action or another purpose answers 404; one used, expired or whose person was era
 
 from __future__ import annotations
 
+import asyncpg
 from aiohttp import web
 
 from tracker.consent import erase_recipient
@@ -113,11 +114,15 @@ async def _after_a_race(request, conn, action: str, link_id: int, recipient_id: 
 async def _download(request: web.Request, conn, link_id: int, recipient_id: int) -> web.Response:
     # One snapshot for the data (personal_data's own transaction nests in this one) and the
     # link used up with it: if reading fails, the link still works.
-    async with conn.transaction(isolation="repeatable_read"):
-        if not await use_link(conn, "download", link_id, recipient_id):
-            data = None
-        else:
-            data = await personal_data(conn, recipient_id)
+    try:
+        async with conn.transaction(isolation="repeatable_read"):
+            if not await use_link(conn, "download", link_id, recipient_id):
+                data = None
+            else:
+                data = await personal_data(conn, recipient_id)
+    except asyncpg.SerializationError:
+        # Another request used the link (or erased the person) since this snapshot began.
+        data = None
     if data is None:
         return await _after_a_race(request, conn, "download", link_id, recipient_id)
     return web.Response(
