@@ -24,7 +24,10 @@ from mailed_links import (
 )
 
 from mailer.sending import send_campaign
+from tracker.consent import erase
+from tracker.mailbox_links import request_link, use_link
 from tracker.reports import campaign_report
+from tracker.suppressions import suppress
 from tracker.tokens import Tokens
 
 PEOPLE = (
@@ -331,3 +334,46 @@ async def test_an_erase_form_in_an_unknown_charset_gets_a_clear_400(
         html = await resp.text()
     assert "Nothing was erased" in html and "a character set we cannot read" in html
     assert await dump(pool) == before
+
+
+async def test_use_link_marks_a_link_used_once_and_never_after_it_expired(people, pool):
+    """The statement that uses a link refuses a used or expired one by itself, whatever the
+    page checked before (two requests may both have seen it usable)."""
+    ann = people["ann@example.com"]
+    async with pool.acquire() as conn:
+        assert await request_link(conn, ann, "download")
+        assert await request_link(conn, ann, "erase")
+        download, erase = [
+            r[0] for r in await conn.fetch("SELECT id FROM mailbox_links ORDER BY id")
+        ]
+        assert not await use_link(conn, "erase", download, ann)  # not its action
+        assert not await use_link(conn, "download", download, people["bob@example.com"])
+        assert await use_link(conn, "download", download, ann)
+        assert not await use_link(conn, "download", download, ann)
+        await conn.execute("UPDATE mailbox_links SET expires_at = now() WHERE id = $1", erase)
+        assert not await use_link(conn, "erase", erase, ann)
+
+
+async def test_unsubscribed_and_suppressed_people_still_get_their_link(
+    people, settings, pool, http, mailbox
+):
+    """A campaign skips them; the link they asked for is not a campaign's mail."""
+    ann, bob = people["ann@example.com"], people["bob@example.com"]
+    async with http.post(page_url(settings, ann), data={"List-Unsubscribe": "One-Click"}) as resp:
+        assert resp.status == 200
+    async with pool.acquire() as conn:
+        await suppress(conn, "bob@example.com", "bounced")
+    await mailed_link(http, pool, settings, mailbox, ann, "download")
+    await mailed_link(http, pool, settings, mailbox, bob, "erase")
+
+
+async def test_a_link_of_someone_erased_before_delivery_is_not_sent(
+    people, settings, pool, http, mailbox
+):
+    assert (await press(http, settings, people["ann@example.com"], "erase"))[0] == 200
+    async with pool.acquire() as conn:
+        assert await erase(conn, "ann@example.com")
+    await deliver_queued(pool, settings)
+    assert link_messages(mailbox, "ann@example.com") == []
+    row = await pool.fetchrow("SELECT status, recipient_id FROM outbox WHERE campaign_id IS NULL")
+    assert tuple(row) == ("skipped", None)
