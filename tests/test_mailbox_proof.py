@@ -280,6 +280,13 @@ async def test_altered_and_wrong_purpose_links_get_404_and_change_nothing(
         assert "ann@example.com" not in html, what
         status, _, body = await follow(http, url, settings, CONFIRMED)
         assert status == 404 and b"This link is not valid" in body, what
+    # Nor is a link's token a preference token.
+    for token in (d_token, e_token):
+        assert (await get(http, f"{settings.base_url}/p/{token}"))[0] == 404
+        for endpoint in ("/data", "/erase"):
+            url = f"{settings.base_url}/p/{token}{endpoint}"
+            async with http.post(url, headers={"Origin": settings.base_url}) as resp:
+                assert resp.status == 404
     assert await dump(pool) == before
     # The genuine links still work after all that.
     assert (await get(http, erase))[0] == 200 and (await get(http, download))[0] == 200
