@@ -26,9 +26,12 @@ FROM consent_events e LEFT JOIN consent_wordings w ON w.sha256 = e.wording_sha25
 WHERE e.recipient_id = $1 ORDER BY e.id
 
 -- name: recipient_messages
-SELECT c.name AS campaign, o.status, o.format, o.attempts, o.queued_at, o.sent_at,
-       o.smtp_reply
-FROM outbox o JOIN campaigns c ON c.id = o.campaign_id
+-- A message of no campaign carried a download or erase link the person asked for.
+SELECT coalesce(c.name, '(' || l.action || ' link the person asked for)') AS campaign,
+       o.status, o.format, o.attempts, o.queued_at, o.sent_at, o.smtp_reply
+FROM outbox o
+LEFT JOIN campaigns c ON c.id = o.campaign_id
+LEFT JOIN mailbox_links l ON l.id = o.mailbox_link_id
 WHERE o.recipient_id = $1
 ORDER BY o.id DESC
 LIMIT $2

@@ -36,7 +36,8 @@ TABLES = (
     " console_actions, console_login_failures, console_login_links,"
     " consent_wordings, erasure_counts,"
     " click_hours, click_totals, message_clicks, clickers, open_hours, message_opens, openers,"
-    " outbox_counts"
+    " outbox_counts,"
+    " mailbox_links"
 )
 
 

@@ -17,6 +17,7 @@ from html.parser import HTMLParser
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from mailed_links import download_through_link
 from test_cli import fairclick  # noqa: F401 - the fixture, used by name
 
 from console.app import create_console_app
@@ -227,14 +228,14 @@ async def test_history_prints_every_event_with_its_proof(fairclick, write_file, 
     assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
 
 
-async def test_download_holds_the_events_with_the_wording_they_refer_to(ann, settings, pool, http):
+async def test_download_holds_the_events_with_the_wording_they_refer_to(
+    ann, settings, pool, http, mailbox
+):
     form = {"format": "html", "tracking": "yes", "subscribed": "yes"}
     headers = {"Origin": settings.base_url}
     async with http.post(page_url(settings, ann), data=form, headers=headers):
         pass
-    async with http.post(page_url(settings, ann, "/data"), headers=headers) as resp:
-        assert resp.status == 200
-        data = json.loads(await resp.text())
+    data = json.loads(await download_through_link(http, pool, settings, mailbox, ann))
     events = data["consent_events"]
     assert [(e["what"], e["value"], e["channel"]) for e in events] == [
         ("format", "html", "import"),

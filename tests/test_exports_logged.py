@@ -17,6 +17,7 @@ import json
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from helpers import tracked_links
+from mailed_links import download_through_link
 from test_cli import fairclick  # noqa: F401
 
 from console.app import create_console_app
@@ -80,12 +81,9 @@ def page_url(settings, recipient_id: int, endpoint: str = "") -> str:
     return f"{settings.base_url}/p/{token}{endpoint}"
 
 
-async def test_the_persons_own_download_is_logged(people, settings, pool, http):
+async def test_the_persons_own_download_is_logged(people, settings, pool, http, mailbox):
     ada = people["ada@example.com"]
-    async with http.post(
-        page_url(settings, ada, "/data"), headers={"Origin": settings.base_url}
-    ) as resp:
-        assert resp.status == 200
+    await download_through_link(http, pool, settings, mailbox, ada)
     assert await log(pool) == [("recipient", "download personal data", f"recipient #{ada}")]
 
 
@@ -154,7 +152,7 @@ async def test_failures_name_only_people_still_subscribed(people, console, viewe
 
 
 async def test_identified_clicks_reach_operators_only_while_consent_stands(
-    people, console, viewer, settings, pool, http
+    people, console, viewer, settings, pool, http, mailbox
 ):
     ada = people["ada@example.com"]
     detail = await (await console.get(f"/api/v1/recipients/{ada}", headers=viewer)).json()
@@ -166,7 +164,5 @@ async def test_identified_clicks_reach_operators_only_while_consent_stands(
     page = await (await console.get(f"/recipients/{ada}", headers=viewer)).text()
     assert "https://example.com/one" not in page
     # Her own download still has it: it is hers.
-    async with http.post(
-        page_url(settings, ada, "/data"), headers={"Origin": settings.base_url}
-    ) as resp:
-        assert len(json.loads(await resp.text())["clicks"]) == 1
+    data = await download_through_link(http, pool, settings, mailbox, ada)
+    assert len(json.loads(data)["clicks"]) == 1

@@ -1,29 +1,27 @@
 """The preference page /p/TOKEN: GET shows the choices, POST changes them (and RFC 8058).
 
-/p/TOKEN/data downloads everything held about the person (POST from the page, read-only:
-a link scanner or prefetcher that follows links from the page must not fetch it);
-/p/TOKEN/erase erases it (POST, confirmed, same origin only).
+/p/TOKEN/data and /p/TOKEN/erase (POST, same origin only) download or erase nothing: the
+page is a bearer link, so they mail the address a one-time link that does
+(tracker/mailbox_links.py, tracker/mailbox_pages.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
-from tracker.consent import change_choices, current_choices, erase_recipient
-from tracker.errors import ErasureBusy
-from tracker.exports import log_export
+from tracker.consent import change_choices, current_choices
 from tracker.keys import PAGES, POOL, SETTINGS, TOKENS
+from tracker.mailbox_links import LINK_MINUTES, Requested, request_link
 from tracker.pages import render_page
-from tracker.personal_data import FILENAME, as_json, personal_data
 from tracker.wordings import PAGE, one_click_proof, page_proof
 
 ONE_CLICK_BODY = b"List-Unsubscribe=One-Click"
 _YES_NO = {"yes": True, "no": False}
-ERASE_CONFIRMATION = "I understand this cannot be undone"
 
 
 def _recipient_id(request: web.Request) -> int | None:
@@ -52,11 +50,10 @@ async def _page(request: web.Request, recipient_id: int, *, status=200, **extra)
         action=_url(request, "preferences"),
         data_url=_url(request, "personal_data"),
         erase_url=_url(request, "erase"),
-        erase_confirmation=ERASE_CONFIRMATION,
         wording=PAGE,  # the questions' texts, kept as proof of what was shown (wordings.py)
+        link_minutes=LINK_MINUTES,
         saved=extra.pop("saved", False),
         problems=extra.pop("problems", []),
-        erase_problem=extra.pop("erase_problem", None),
     )
 
 
@@ -166,10 +163,20 @@ async def change_preferences(request: web.Request) -> web.Response:
 
 
 async def download_data(request: web.Request) -> web.Response:
-    """POST /p/TOKEN/data: a JSON file of everything held about the person; changes nothing.
+    """POST /p/TOKEN/data: mail the address a one-time link to the download; nothing more."""
+    return await _mail_a_link(request, "download")
 
-    A form button, not a link: mail security gateways and prefetchers fetch the links of
-    the pages they open, and would take the person's data with them.
+
+async def erase_data(request: web.Request) -> web.Response:
+    """POST /p/TOKEN/erase: mail the address a one-time link to the erasure; nothing more."""
+    return await _mail_a_link(request, "erase")
+
+
+async def _mail_a_link(request: web.Request, action: str) -> web.Response:
+    """Queue the link (the worker mails it) and say where it went, or that enough went already.
+
+    Who gets it comes from the signed token only. Same origin only: another site must not
+    make us mail people.
     """
     recipient_id = _recipient_id(request)
     if recipient_id is None:
@@ -177,52 +184,24 @@ async def download_data(request: web.Request) -> web.Response:
     if not _same_origin(request):
         return _other_origin()
     async with request.app[POOL].acquire() as conn:
-        data = await personal_data(conn, recipient_id)
-        if data is not None:  # onward transfer (policy section 5): every export is logged
-            await log_export(conn, "recipient", "download personal data", recipient_id)
-    if data is None:
+        outcome = await request_link(conn, recipient_id, action)
+    if outcome is None:
         return _gone(request)
-    return web.Response(
-        text=as_json(data),
-        content_type="application/json",
-        headers={
-            "Content-Disposition": f'attachment; filename="{FILENAME}"',
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-            "X-Robots-Tag": "noindex",
-            "Referrer-Policy": "same-origin",
-        },
+    sent = isinstance(outcome, Requested)
+    response = render_page(
+        request.app[PAGES],
+        "link_sent.html",
+        status=200 if sent else 429,
+        action=action,
+        outcome=outcome,
+        sent=sent,
+        link_minutes=LINK_MINUTES,
+        page_url=_url(request, "preferences"),
     )
-
-
-async def erase_data(request: web.Request) -> web.Response:
-    """POST /p/TOKEN/erase: erase the person the token names, once they confirmed it.
-
-    Who is erased comes from the signed token only, never from the form.
-    """
-    recipient_id = _recipient_id(request)
-    if recipient_id is None:
-        return _gone(request)
-    if not _same_origin(request):
-        return _other_origin()
-    form, unreadable = await _form(request)
-    if unreadable or form.get("confirm") != "yes":
-        why = unreadable or f"Tick “{ERASE_CONFIRMATION}” to erase your data."
-        return await _page(
-            request, recipient_id, status=400, erase_problem=f"Nothing was erased. {why}"
-        )
-    try:
-        async with request.app[POOL].acquire() as conn:
-            erased = await erase_recipient(conn, recipient_id, reason="request")
-    except ErasureBusy:
-        response = render_page(request.app[PAGES], "erase_later.html", status=503)
-        response.headers["Retry-After"] = "60"
-        return response
-    if not erased:
-        return _gone(request)
-    # Post/redirect/get: reloading the answer shows it again instead of re-posting to a
-    # link that names nobody any more.
-    raise web.HTTPSeeOther("/erased", headers={"Cache-Control": "no-store"})
+    if not sent:
+        wait = (outcome.try_after - datetime.now(UTC)).total_seconds()
+        response.headers["Retry-After"] = str(max(1, int(wait)))
+    return response
 
 
 async def show_erased(request: web.Request) -> web.Response:

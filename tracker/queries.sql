@@ -127,9 +127,13 @@ SELECT email, name, attributes::text AS attributes, format, tracking_consent,
 FROM recipients WHERE id = $1
 
 -- name: personal_messages
-SELECT c.name AS campaign, c.from_address AS sender, o.status, o.format, o.attempts,
+-- A message of no campaign carried a link the person asked for (tracker/mailbox_links.py).
+SELECT coalesce(c.name, 'the link to ' || l.action || ' your data you asked for') AS campaign,
+       c.from_address AS sender, o.status, o.format, o.attempts,
        o.queued_at, o.sent_at, o.smtp_reply, o.message_header AS message_id
-FROM outbox o JOIN campaigns c ON c.id = o.campaign_id
+FROM outbox o
+LEFT JOIN campaigns c ON c.id = o.campaign_id
+LEFT JOIN mailbox_links l ON l.id = o.mailbox_link_id
 WHERE o.recipient_id = $1
 ORDER BY o.id
 
