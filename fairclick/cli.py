@@ -97,6 +97,7 @@ def cmd_serve(args, settings: Settings) -> int:
             return 2
         return 0
     asyncio.run(check())
+    _warn_unset_organisation(settings)
     operators = f"; for operators: {for_operators(settings)}"
     if args.workers > 1:
         from fairclick.workers import serve_workers
@@ -110,6 +111,14 @@ def cmd_serve(args, settings: Settings) -> int:
         ready=None if args.quiet else _serving(args, operators),
     )
     return 0
+
+
+def _warn_unset_organisation(settings: Settings) -> None:
+    """Once per start (not per worker): which of the organisation's settings are unset."""
+    from tracker.organisation import Organisation, unset_warning
+
+    if warning := unset_warning(Organisation.of(settings)):
+        logging.getLogger("fairclick").warning("%s", warning)
 
 
 def run_tracker(app, host: str, port: int, *, reuse_port: bool, ready) -> None:
@@ -183,8 +192,10 @@ SUPPRESSED_SKIPPED = (
 
 
 async def cmd_campaign_create(args, settings: Settings) -> int:
-    from mailer.campaigns import create_campaign
+    from mailer.campaigns import create_campaign, load_campaign
+    from tracker.organisation import Organisation, missing_address_warning
 
+    organisation = Organisation.of(settings)
     async with connected(settings) as pool, pool.acquire() as conn:
         await create_campaign(
             conn,
@@ -193,11 +204,19 @@ async def cmd_campaign_create(args, settings: Settings) -> int:
             from_address=args.from_address,
             html_path=Path(args.html),
             text_path=Path(args.text) if args.text else None,
+            organisation=organisation,
         )
+        campaign = await load_campaign(conn, args.name)
     print(
         f"campaign {args.name!r} created; "
         f"preview it with `fairclick preview {args.name} --to EMAIL`"
     )
+    # A warning, not a refusal: the address may reach the mail another way (an image, say).
+    templates = [(campaign["html_filename"], campaign["html_template"], True)]
+    if campaign["text_template"] is not None:
+        templates.append((campaign["text_filename"], campaign["text_template"], False))
+    if warning := missing_address_warning(organisation, templates):
+        print(f"fairclick: {warning}", file=sys.stderr)
     return 0
 
 

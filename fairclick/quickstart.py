@@ -22,6 +22,7 @@ from tracker.database import create_pool, database_url
 from tracker.errors import FairclickError
 from tracker.key_fingerprints import check_signing_key, key_source, record_tracker_keys
 from tracker.operators import for_operators
+from tracker.organisation import Organisation
 from tracker.pages import templates_dir
 from tracker.recipients import import_recipients
 from tracker.recorder import TOO_SOON_SECONDS
@@ -66,6 +67,7 @@ async def quickstart(settings: Settings, *, host: str, port: int) -> int:
                     subject="Autumn notes for {{ recipient.name or 'you' }}",
                     from_address="fairclick example <news@example.com>",
                     html_path=example / "welcome.html",
+                    organisation=Organisation.of(settings),
                 )
         progress = await send_campaign(pool, settings, CAMPAIGN)
         c = progress.counts

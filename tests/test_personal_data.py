@@ -8,7 +8,7 @@ anonymous click, not hers to download).
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 from conftest import BROWSER_AGENT
@@ -170,10 +170,15 @@ NOTHING = dict.fromkeys(
 async def test_download_holds_the_persons_data_and_nobody_elses(people, settings, pool, http):
     before = await everything(pool)
     url = page_url(settings, people["ann@example.com"], "/data")
+    days = {datetime.now(UTC).date()}
     status, headers, body = await download(http, url, origin=settings.base_url)
+    days.add(datetime.now(UTC).date())  # the day the file was made, even across midnight
     assert status == 200
     assert headers["Content-Type"] == "application/json; charset=utf-8"
-    assert headers["Content-Disposition"] == 'attachment; filename="fairclick-data.json"'
+    # Named after the organisation (none is set here) and the day: tests/test_organisation.py
+    assert headers["Content-Disposition"] in {
+        f'attachment; filename="personal-data-{day.isoformat()}.json"' for day in days
+    }
     assert headers["Cache-Control"] == "no-store"
     data = json.loads(body)
 
@@ -384,11 +389,12 @@ async def test_erase_removes_the_person_and_keeps_anonymous_counts(people, setti
         == (json.loads(bob_data)["clicks"])
     )
 
-    # Her token now leads nowhere, like any unknown one.
-    assert (await get(http, page_url(settings, ann)))[0] == 404
-    assert (await download(http, page_url(settings, ann, "/data"), settings.base_url))[0] == 404
+    # Her token now says her data was erased (410 Gone), and does nothing else.
+    status, _, body = await get(http, page_url(settings, ann))
+    assert status == 410 and "The data behind this link was erased" in body.decode()
+    assert (await download(http, page_url(settings, ann, "/data"), settings.base_url))[0] == 410
     async with http.post(url, data=CONFIRMED, headers={"Origin": settings.base_url}) as resp:
-        assert resp.status == 404
+        assert resp.status == 410
 
 
 async def test_erasure_from_the_page_leaves_what_the_command_line_leaves(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -126,7 +127,7 @@ async def test_erase_my_data_after_ticking_the_confirmation(browser, ann, pool, 
     )
     assert await pool.fetchval("SELECT count(*) FROM recipients") == 1  # Bob stays
     async with http.get(url) as resp:
-        assert resp.status == 404
+        assert resp.status == 410  # her old link: "The data behind this link was erased"
 
 
 async def test_download_link_answers_a_json_attachment(browser, ann, pool):
@@ -134,10 +135,13 @@ async def test_download_link_answers_a_json_attachment(browser, ann, pool):
     context = await browser.new_context(accept_downloads=True)
     page = await context.new_page()
     await page.goto(url)
+    days = {datetime.now(UTC).date()}
     async with page.expect_download() as download_info:
         await page.get_by_role("button", name="Download my data").click()
     download = await download_info.value
-    assert download.suggested_filename == "fairclick-data.json"
+    days.add(datetime.now(UTC).date())  # the day the file was made, even across midnight
+    # Named after the organisation (none is set here) and the day: tests/test_organisation.py
+    assert download.suggested_filename in {f"personal-data-{d.isoformat()}.json" for d in days}
     data = json.loads(Path(await download.path()).read_text(encoding="utf-8"))
     await context.close()
     assert data["recipient"]["email"] == "ann@example.com"

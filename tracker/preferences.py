@@ -8,7 +8,9 @@ a link scanner or prefetcher that follows links from the page must not fetch it)
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
+import asyncpg
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
@@ -17,7 +19,14 @@ from tracker.consent import change_choices, current_choices, erase_recipient
 from tracker.errors import ErasureBusy
 from tracker.keys import PAGES, POOL, SETTINGS, TOKENS
 from tracker.pages import render_page
-from tracker.personal_data import FILENAME, as_json, personal_data
+from tracker.personal_data import (
+    as_json,
+    content_disposition,
+    download_filename,
+    personal_data,
+)
+from tracker.queries import SQL
+from tracker.tokens import PLACEHOLDER_ID
 
 ONE_CLICK_BODY = b"List-Unsubscribe=One-Click"
 _YES_NO = {"yes": True, "no": False}
@@ -38,7 +47,7 @@ async def _page(request: web.Request, recipient_id: int, *, status=200, **extra)
     async with request.app[POOL].acquire() as conn:
         choices = await current_choices(conn, recipient_id)
     if choices is None:
-        return _gone(request)
+        return await _gone(request)
     return render_page(
         request.app[PAGES],
         "preferences.html",
@@ -57,14 +66,24 @@ async def _page(request: web.Request, recipient_id: int, *, status=200, **extra)
     )
 
 
-def _gone(request: web.Request) -> web.Response:
+async def _gone(request: web.Request, conn: asyncpg.Connection | None = None) -> web.Response:
+    """The answer of a link that names nobody: a person since erased, or not one of ours.
+
+    conn: the connection the handler holds, if any (a second one could wait on a full pool).
+    """
+    recipient_id = _recipient_id(request)
+    if recipient_id is not None and recipient_id != PLACEHOLDER_ID:  # not forged, no preview's
+        queries = conn or request.app[POOL]
+        if await queries.fetchval(SQL.recipient_id_issued, recipient_id):
+            # A token we signed for someone who is no longer held: only erasure removes one.
+            return render_page(request.app[PAGES], "data_erased.html", status=410)
     return render_page(request.app[PAGES], "not_found.html", status=404)
 
 
 async def show_preferences(request: web.Request) -> web.Response:
     recipient_id = _recipient_id(request)
     if recipient_id is None:
-        return _gone(request)
+        return await _gone(request)
     return await _page(request, recipient_id, saved=request.query.get("saved") == "1")
 
 
@@ -113,7 +132,7 @@ def _other_origin() -> web.Response:
 async def change_preferences(request: web.Request) -> web.Response:
     recipient_id = _recipient_id(request)
     if recipient_id is None:
-        return _gone(request)
+        return await _gone(request)
     pool = request.app[POOL]
     form, unreadable = await _form(request)
     if (
@@ -124,11 +143,14 @@ async def change_preferences(request: web.Request) -> web.Response:
         # cookies, no Origin, no page.
         async with pool.acquire() as conn:
             if await current_choices(conn, recipient_id) is None:
-                return _gone(request)
+                return await _gone(request, conn)
             await change_choices(
                 conn, recipient_id, subscribed=False, source="one-click unsubscribe"
             )
-        return web.Response(text="You are unsubscribed.\n", headers={"Cache-Control": "no-store"})
+        sender = request.app[SETTINGS].organisation_name or "these emails"
+        return web.Response(
+            text=f"You are unsubscribed from {sender}.\n", headers={"Cache-Control": "no-store"}
+        )
     if not _same_origin(request):
         return _other_origin()
     if unreadable:
@@ -152,7 +174,7 @@ async def change_preferences(request: web.Request) -> web.Response:
         return await _page(request, recipient_id, status=400, problems=problems)
     async with pool.acquire() as conn:
         if await current_choices(conn, recipient_id) is None:
-            return _gone(request)
+            return await _gone(request, conn)
         await change_choices(conn, recipient_id, source="preference page", **choices)
     # Post/redirect/get: reloading the page never posts the form again.
     raise web.HTTPSeeOther(request.path + "?saved=1", headers={"Cache-Control": "no-store"})
@@ -166,18 +188,20 @@ async def download_data(request: web.Request) -> web.Response:
     """
     recipient_id = _recipient_id(request)
     if recipient_id is None:
-        return _gone(request)
+        return await _gone(request)
     if not _same_origin(request):
         return _other_origin()
     async with request.app[POOL].acquire() as conn:
         data = await personal_data(conn, recipient_id)
     if data is None:
-        return _gone(request)
+        return await _gone(request)
     return web.Response(
         text=as_json(data),
         content_type="application/json",
         headers={
-            "Content-Disposition": f'attachment; filename="{FILENAME}"',
+            "Content-Disposition": content_disposition(
+                download_filename(request.app[SETTINGS], datetime.now(UTC).date())
+            ),
             "Cache-Control": "no-store",
             "X-Content-Type-Options": "nosniff",
             "X-Robots-Tag": "noindex",
@@ -193,7 +217,7 @@ async def erase_data(request: web.Request) -> web.Response:
     """
     recipient_id = _recipient_id(request)
     if recipient_id is None:
-        return _gone(request)
+        return await _gone(request)
     if not _same_origin(request):
         return _other_origin()
     form, unreadable = await _form(request)
@@ -210,7 +234,7 @@ async def erase_data(request: web.Request) -> web.Response:
         response.headers["Retry-After"] = "60"
         return response
     if not erased:
-        return _gone(request)
+        return await _gone(request)
     # Post/redirect/get: reloading the answer shows it again instead of re-posting to a
     # link that names nobody any more.
     raise web.HTTPSeeOther("/erased", headers={"Cache-Control": "no-store"})

@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import os
 import secrets
+import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -54,6 +55,11 @@ class Settings:
     # operators' listener): decides Secure cookies and what quickstart prints.
     # None: http://HOST:PORT of ops_listen (see console_address()).
     console_url: str | None = None
+    # Who sends the mail, as recipients' pages and campaign templates show it (tracker/
+    # organisation.py). None: unset, and then nothing is said about it.
+    organisation_name: str | None = None
+    organisation_address: str | None = None  # postal address; lines separated by "\n"
+    privacy_policy_url: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -81,6 +87,7 @@ class Settings:
             console_url=parse_console_url(env["FAIRCLICK_CONSOLE_URL"])
             if env.get("FAIRCLICK_CONSOLE_URL")
             else None,
+            **parse_organisation(env),
         )
 
     def console_address(self) -> str | None:
@@ -178,6 +185,55 @@ def _number(env: dict, name: str, default: float, *, minimum: float) -> float:
     if value < minimum:
         raise ConfigError(f"{name}={raw!r} must be a number of at least {minimum:g}")
     return value
+
+
+def parse_organisation(env: dict) -> dict:
+    """organisation_name, organisation_address and privacy_policy_url from the environment."""
+    name = " ".join((env.get("FAIRCLICK_ORGANISATION_NAME") or "").split())
+    address = env.get("FAIRCLICK_ORGANISATION_ADDRESS") or ""
+    # A .env file or a compose file cannot hold a line break: "\n" (backslash n) stands for one.
+    lines = [" ".join(line.split()) for line in address.replace("\\n", "\n").splitlines()]
+    for variable, text in (
+        ("FAIRCLICK_ORGANISATION_NAME", name),
+        ("FAIRCLICK_ORGANISATION_ADDRESS", "".join(lines)),
+    ):
+        # Shown on pages and in mail: nothing that moves the cursor or reorders the text.
+        if any(unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS for c in text):
+            raise ConfigError(
+                f"{variable} holds a control character: write plain text "
+                "(separate the lines of an address with \\n)"
+            )
+    return {
+        "organisation_name": name or None,
+        "organisation_address": "\n".join(line for line in lines if line) or None,
+        "privacy_policy_url": parse_privacy_policy_url(env.get("FAIRCLICK_PRIVACY_POLICY_URL")),
+    }
+
+
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def parse_privacy_policy_url(value: str | None) -> str | None:
+    """An absolute http(s) address, or None when unset."""
+    url = (value or "").strip()
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(c.isspace() or unicodedata.category(c) == "Cc" for c in url)
+    ):
+        raise ConfigError(
+            f"FAIRCLICK_PRIVACY_POLICY_URL={url!r} is not an http(s) address: "
+            "use e.g. FAIRCLICK_PRIVACY_POLICY_URL=https://example.com/privacy"
+        )
+    return url
 
 
 def parse_console_url(value: str) -> str:
