@@ -69,8 +69,8 @@ def unset_warning(organisation: Organisation) -> str | None:
         return None
     return (
         f"{', '.join(unset)} {'is' if len(unset) == 1 else 'are'} not set: recipients' pages "
-        "and campaign templates will not say who sends the mail, where you are or where "
-        "your privacy policy is (commercial mail must carry a postal address)"
+        "leave it out and campaign templates see it empty (CAN-SPAM: commercial mail must "
+        "carry a postal address)"
     )
 
 
