@@ -97,24 +97,36 @@ def cmd_serve(args, settings: Settings) -> int:
             return 2
         return 0
     asyncio.run(check())
-    _warn_unset_organisation(settings)
     operators = f"; for operators: {for_operators(settings)}"
     if args.workers > 1:
         from fairclick.workers import serve_workers
 
-        return serve_workers(args.host, args.port, args.workers, operators)
+        return serve_workers(
+            args.host,
+            args.port,
+            args.workers,
+            operators,
+            on_ready=lambda: _warn_unset_organisation(settings),
+        )
+    announce = None if args.quiet else _serving(args, operators)
+
+    def ready() -> None:
+        if announce is not None:
+            announce()
+        _warn_unset_organisation(settings)
+
     run_tracker(
         tracker_with_console(settings),
         args.host,
         args.port,
         reuse_port=args.reuse_port,
-        ready=None if args.quiet else _serving(args, operators),
+        ready=ready,
     )
     return 0
 
 
 def _warn_unset_organisation(settings: Settings) -> None:
-    """Once per start (not per worker): which of the organisation's settings are unset."""
+    """Once it listens (once, not per worker): which of the organisation's settings are unset."""
     from tracker.organisation import Organisation, unset_warning
 
     if warning := unset_warning(Organisation.of(settings)):
