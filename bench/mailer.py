@@ -15,7 +15,7 @@ What it does, start to end (about 10 minutes with the defaults, 1-2 with --quick
      (a) render + find links (per layout, CampaignTemplates.find_links) + tracked URLs +
          rewrite_links: what Composer.compose does for an HTML recipient before the text part
          (the target "≥ 2,000 rendered + rewritten/s")
-     (b) Composer.compose: (a) plus html2text text part, honeypot, pixel and MIME building
+     (b) Composer.compose: (a) plus plain-text part, honeypot, pixel and MIME building
      (c) (b) plus mailer.message.wire_bytes, the wire form Delivery sends
    and prints the medians, a per-stage split of (a), and cProfile's view of (c);
 3. end to end, --runs times, interleaved:
@@ -334,8 +334,8 @@ COMPOSE_PARTS = [
     ("mailer/compose.py", "_tracked_urls", "tracked URLs (link ids + click tokens)"),
     ("tracker/tokens.py", "encode", "TokenCodec.encode (every token: links, pixel, preferences)"),
     ("mailer/rewrite.py", "rewrite_links", "rewrite_links"),
-    ("mailer/text_part.py", "text", "TextPart.text (text part; html2text where it falls back)"),
-    ("mailer/templates.py", "html_to_text", "html_to_text (html2text, fallback)"),
+    ("mailer/text_part.py", "text", "TextPart.text (text part; html_to_text where it falls back)"),
+    ("mailer/plain_text.py", "html_to_text", "html_to_text (plain_text, fallback)"),
     ("mailer/compose.py", "_add_machine_markers", "honeypot + pixel"),
     ("mailer/message.py", "build_message", "build_message (EmailMessage, set_content…)"),
     ("mailer/message.py", "wire_bytes", "wire_bytes (serialise to the wire form)"),
@@ -406,7 +406,7 @@ async def bench_rendering(
         f"{statistics.median(rates.a):8,.0f}/s   target ≥ {MIN_RENDER_RATE:,.0f}/s\n"
         f"     (a0) the same with the tracked URLs made beforehand      "
         f"{statistics.median(rates.a0):8,.0f}/s   (no click tokens per message)\n"
-        f"     (b) Composer.compose (+ html2text text part, markers, MIME)"
+        f"     (b) Composer.compose (+ plain-text part, markers, MIME)    "
         f"{statistics.median(rates.b):7,.0f}/s\n"
         f"     (c) compose + wire_bytes (what a sender does per message)"
         f"{statistics.median(rates.c):8,.0f}/s"
@@ -634,7 +634,7 @@ E2E_CATEGORIES = [
     ("compose: find_links (per layout)", "mailer/layout_links.py"),
     ("compose: rewrite_links", "rewrite_links ("),
     ("compose: Jinja render", "render (/"),
-    ("compose: text part (TextPart.text; html2text where it falls back)", "mailer/text_part.py"),
+    ("compose: text part (TextPart.text; html_to_text where it falls back)", "mailer/text_part.py"),
     ("compose: click/open/preference tokens", "tracker/tokens.py"),
     ("compose: honeypot + pixel", "_add_machine_markers ("),
     ("compose: other", "compose ("),
@@ -699,7 +699,7 @@ E2E_PARTS = [
     ("mailer/campaigns.py", "check_renders", "queue: check_renders"),
     ("mailer/compose.py", "compose", "Composer.compose"),
     ("mailer/text_part.py", "text", "  TextPart.text"),
-    ("mailer/templates.py", "html_to_text", "  html_to_text (fallback)"),
+    ("mailer/plain_text.py", "html_to_text", "  html_to_text (fallback)"),
     ("mailer/rewrite.py", "find_links", "  find_links"),
     ("mailer/message.py", "build_message", "  build_message"),
     ("mailer/delivery.py", "_wire_bytes", "wire bytes (_wire_bytes)"),

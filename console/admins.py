@@ -15,12 +15,21 @@ from tracker.queries import load_queries
 SQL = load_queries("console")
 
 LOGIN_LINK_SECONDS = 15 * 60
+# The admin `fairclick quickstart` logs in with its one-time links (it has no known password).
+QUICKSTART_ADMIN = "quickstart@localhost"
 
 
 def check_email(email: str) -> str:
     email = email.strip()
     local, at, domain = email.rpartition("@")
-    if not at or not local or not domain or any(c.isspace() for c in email) or len(email) > 254:
+    if (
+        not at
+        or not local
+        or not domain
+        or len(email) > 254
+        or any(c.isspace() or not c.isprintable() or "\ud800" <= c <= "\udfff" for c in email)
+    ):
+        # repr: a control character or undecodable byte is shown escaped, not sent to the terminal.
         raise FairclickError(f"{email!r} is not an email address: use e.g. ops@example.com")
     return email
 
@@ -87,6 +96,7 @@ async def list_access(conn: asyncpg.Connection) -> Listing:
 async def create_login_link(conn: asyncpg.Connection, admin_id: int) -> str:
     """A token for /login/once/TOKEN: logs the admin in once, within LOGIN_LINK_SECONDS."""
     token = secrets.token_urlsafe(32)
+    await conn.execute(SQL.delete_expired_login_links)
     await conn.execute(SQL.insert_login_link, digest(token), admin_id, LOGIN_LINK_SECONDS)
     return token
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import quote
 
 import jinja2
@@ -15,10 +16,14 @@ from console import api, login, pages
 from console.auth import principal_of
 from console.csrf import check_csrf
 from console.keys import CONSOLE_PAGES, PRINCIPAL
+from tracker.database import UNREACHABLE
 from tracker.hardening import hardened_app
 from tracker.keys import POOL, SETTINGS
+from tracker.logs import route_of
 from tracker.pages import templates_dir
 from tracker.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # Routes anyone who reaches the listener may use: the operators' probes (as before the
 # console existed: Prometheus and load balancers do not log in) and the login itself
@@ -63,9 +68,35 @@ async def require_login(request: web.Request, handler):
                 status=401,
                 headers={"WWW-Authenticate": 'Bearer realm="fairclick"'},
             )
-        raise web.HTTPSeeOther(f"/login?next={quote(request.rel_url.path_qs, safe='')}")
+        # Back to the page after the login; a form's target (a POST) cannot be gone back to.
+        back = request.rel_url.path_qs if request.method in ("GET", "HEAD") else "/"
+        raise web.HTTPSeeOther(f"/login?next={quote(back, safe='')}")
     request[PRINCIPAL] = principal
     return await handler(request)
+
+
+@web.middleware
+async def database_away(request: web.Request, handler):
+    """A page (login included) while the database is away: a 503 page saying so.
+
+    The API's requests get the same in its JSON shape from api.api_errors, further out.
+    """
+    try:
+        return await handler(request)
+    except UNREACHABLE as exc:
+        if _is_api(request):
+            raise
+        log.warning("%s %s: database unreachable (%s)", request.method, route_of(request), exc)
+        page = request.app[CONSOLE_PAGES].get_template("error.html").render(
+            principal=request.get(PRINCIPAL),
+            csrf_token="",
+            title="Database unavailable",
+            message="The console cannot reach its database just now; nothing was changed. "
+            "Try again in a moment.",
+        )
+        return web.Response(
+            text=page, status=503, content_type="text/html", headers={"Retry-After": "5"}
+        )
 
 
 async def _console_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -81,6 +112,7 @@ def install(ops: web.Application, tracker: web.Application | None = None) -> Non
     pages.add_filters(ops[CONSOLE_PAGES])
     # Outside the login check: its 401 and a database away are in the API's shape too.
     ops.middlewares.append(api.api_errors)
+    ops.middlewares.append(database_away)
     ops.middlewares.append(require_login)
     ops.middlewares.append(check_csrf)  # after the login check: it needs the principal
     ops.on_response_prepare.append(_console_headers)

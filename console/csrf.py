@@ -11,6 +11,7 @@ third layer.
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from console.auth import csrf_token
@@ -59,7 +60,8 @@ async def _sent_token(request: web.Request) -> str | None:
     if token is None and request.content_type in _FORMS:
         try:
             token = (await request.post()).get(FORM_FIELD)
-        except (ValueError, LookupError):  # a broken form or an unknown charset
+        # A broken form (a bad multipart header is an HttpProcessingError) or an unknown charset.
+        except (ValueError, LookupError, HttpProcessingError):
             return None
     return token if isinstance(token, str) else None
 

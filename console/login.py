@@ -10,7 +10,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from console import passwords, sessions, throttle
 from console.auth import digest, page_context, principal_of
 from console.keys import CONSOLE_PAGES, PRINCIPAL
-from tracker.clients import client_ip
+from tracker.clients import client_ip, storable_text
 from tracker.keys import POOL, SETTINGS
 from tracker.queries import load_queries
 
@@ -92,12 +92,15 @@ async def login(request: web.Request) -> web.Response:
         return await _login_page(
             request, status=400, problem="Enter your email and password.", next_path=next_path
         )
-    email, password = email.strip()[:MAX_FIELD], password[: passwords.MAX_LENGTH + 1]
+    # NUL and undecodable bytes cannot be stored or looked up (PostgreSQL refuses them): made
+    # harmless, the address then matches nobody and fails like any other unknown one.
+    email = storable_text(email.strip(), MAX_FIELD)
+    password = password[: passwords.MAX_LENGTH + 1]
     pool = request.app[POOL]
     settings = request.app[SETTINGS]
     ip = client_ip(request, settings.trusted_proxies)
     async with pool.acquire() as conn:
-        wait = await throttle.blocked_for(conn, email, ip)
+        wait = await throttle.count_attempt(conn, email, ip)
         if wait is not None:
             seconds = max(1, math.ceil(wait))
             return await _login_page(
@@ -111,13 +114,12 @@ async def login(request: web.Request) -> web.Response:
         admin = await conn.fetchrow(SQL.admin_for_login, email)
     stored = admin["password_hash"] if admin else None
     if not await passwords.verify_password(stored, password):
-        async with pool.acquire() as conn:
-            await throttle.record_failure(conn, email, ip)
+        # The try was counted before the check: a failure leaves it so.
         return await _login_page(
             request, status=401, problem=WRONG, email=email, next_path=next_path
         )
     async with pool.acquire() as conn:
-        await throttle.record_success(conn, email)
+        await throttle.record_success(conn, email, ip)
         if passwords.needs_rehash(stored):
             await conn.execute(
                 SQL.update_password_hash, admin["id"], await passwords.hash_password(password)
@@ -143,7 +145,8 @@ async def logout(request: web.Request) -> web.Response:
     """End this session (its row is deleted, the cookie cleared), then the login page."""
     settings = request.app[SETTINGS]
     session_id = sessions.session_id_of(request, settings)
-    if session_id is not None:
+    # Only a request that proved this session (and sent its CSRF token) ends it.
+    if session_id is not None and request[PRINCIPAL].kind == "session":
         async with request.app[POOL].acquire() as conn:
             await sessions.end_session(conn, session_id)
     response = _see_other("/login")

@@ -19,6 +19,14 @@ MIN_LENGTH = 12
 MAX_LENGTH = 1024  # longer is no safer, and only costs the server time
 
 HASHER = PasswordHasher()  # argon2id, time cost 3, 64 MiB, parallelism 4
+# At most this many hashes at once per process: a flood of login posts queues here instead
+# of taking 64 MiB per thread of the default executor (up to 32 of them).
+_HASHING = asyncio.Semaphore(4)
+
+
+async def _in_thread(function, *args):
+    async with _HASHING:
+        return await asyncio.to_thread(function, *args)
 
 
 def check_new_password(password: str) -> str:
@@ -33,7 +41,7 @@ def check_new_password(password: str) -> str:
 
 
 async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(HASHER.hash, password)
+    return await _in_thread(HASHER.hash, password)
 
 
 @lru_cache(maxsize=1)
@@ -43,8 +51,10 @@ def _dummy_hash() -> str:
 
 
 def _verify(stored: str | None, password: str) -> bool:
+    # surrogatepass: a form's undecodable bytes still cost a verification (and never match).
+    secret = password.encode("utf-8", "surrogatepass")
     try:
-        return HASHER.verify(stored or _dummy_hash(), password) and stored is not None
+        return HASHER.verify(stored or _dummy_hash(), secret) and stored is not None
     except (VerificationError, InvalidHashError):
         return False
 
@@ -52,9 +62,9 @@ def _verify(stored: str | None, password: str) -> bool:
 async def verify_password(stored: str | None, password: str) -> bool:
     """Whether password matches the stored hash; None (no such admin) costs the same and fails."""
     if len(password) > MAX_LENGTH:  # never stored that long: fails, after the same work
-        await asyncio.to_thread(_verify, None, password[:MAX_LENGTH])
+        await _in_thread(_verify, None, password[:MAX_LENGTH])
         return False
-    return await asyncio.to_thread(_verify, stored, password)
+    return await _in_thread(_verify, stored, password)
 
 
 def needs_rehash(stored: str) -> bool:

@@ -38,28 +38,28 @@ DELETE FROM console_sessions WHERE id_hash = $1
 -- name: delete_expired_sessions
 DELETE FROM console_sessions WHERE expires_at <= now()
 
--- name: login_blocked_for
--- Seconds until the longest block among the subjects ends; NULL when none blocks.
-SELECT extract(epoch FROM max(blocked_until) - now())::float8
-FROM console_login_failures
-WHERE subject = ANY($1::bytea[]) AND blocked_until > now()
-
--- name: record_login_failure
--- Failures further apart than $2 seconds start the count again.
+-- name: count_login_attempt
+-- Counted before the password is checked, under the row's lock: concurrent tries are
+-- counted one after the other, and none slips past a block another has just set. A
+-- blocked try changes nothing; tries further apart than $2 seconds start the count again.
 INSERT INTO console_login_failures AS f (subject, failures, last_failed_at, blocked_until)
 VALUES ($1, 1, now(), now())
 ON CONFLICT (subject) DO UPDATE SET
     failures = CASE
+        WHEN f.blocked_until > now() THEN f.failures
         WHEN f.last_failed_at < now() - make_interval(secs => $2) THEN 1
         ELSE f.failures + 1
     END,
-    last_failed_at = now()
-RETURNING failures
+    last_failed_at = CASE WHEN f.blocked_until > now() THEN f.last_failed_at ELSE now() END
+RETURNING failures, extract(epoch FROM blocked_until - now())::float8 AS wait
 
 -- name: block_login
 UPDATE console_login_failures
 SET blocked_until = now() + make_interval(secs => $2)
 WHERE subject = $1
+
+-- name: uncount_login_attempt
+UPDATE console_login_failures SET failures = greatest(failures - 1, 0) WHERE subject = $1
 
 -- name: forget_login_failures
 DELETE FROM console_login_failures WHERE subject = $1
@@ -108,3 +108,6 @@ SELECT name, role, created_at, last_used_at FROM api_tokens ORDER BY name
 
 -- name: delete_api_token
 DELETE FROM api_tokens WHERE name = $1 RETURNING id
+
+-- name: delete_expired_login_links
+DELETE FROM console_login_links WHERE expires_at <= now()

@@ -1,12 +1,14 @@
 """Failed logins slow down further tries: per account and per client address, in the database.
 
-From the FREE_FAILURES-th failure of one account on (FREE_FAILURES_PER_ADDRESS from one
-address), each failure blocks that subject for twice as long as the one before: 1 s, 2 s,
-4 s … up to MAX_BLOCK_SECONDS. A block refuses logins without checking the password, for
-existing and unknown accounts alike. Counts are kept in PostgreSQL so every process and
-host agrees; failures further apart than WINDOW_SECONDS start the count again, and a
-successful login clears its account's count (not its address's: one valid account must not
-reset the guessing of others from that address).
+Every try is counted before its password is checked, and a successful one is taken back
+(so many tries sent at once cannot all pass before the first failure is written). From the
+FREE_FAILURES-th try of one account on (FREE_FAILURES_PER_ADDRESS from one address), each
+try blocks that subject for twice as long as the one before: 1 s, 2 s, 4 s … up to
+MAX_BLOCK_SECONDS. A block refuses logins without checking the password, for existing and
+unknown accounts alike, and does not count. Counts are kept in PostgreSQL so every process
+and host agrees; tries further apart than WINDOW_SECONDS start the count again, and a
+successful login clears its account's count (its address keeps the failures: one valid
+account must not reset the guessing of others from there).
 """
 
 from __future__ import annotations
@@ -40,20 +42,33 @@ def block_seconds(failures: int, free: int) -> int:
     return min(2 ** (failures - free), MAX_BLOCK_SECONDS)
 
 
-async def blocked_for(conn: asyncpg.Connection, email: str, ip: str | None) -> float | None:
-    """Seconds until a login for this account from this address may be tried; None: now."""
-    return await conn.fetchval(SQL.login_blocked_for, [account(email), address(ip)])
+class _Blocked(Exception):
+    def __init__(self, wait: float):
+        self.wait = wait
 
 
-async def record_failure(conn: asyncpg.Connection, email: str, ip: str | None) -> None:
+async def count_attempt(conn: asyncpg.Connection, email: str, ip: str | None) -> float | None:
+    """Count a try for this account from this address; seconds to wait if a block refuses it."""
+    subjects = ((account(email), FREE_FAILURES), (address(ip), FREE_FAILURES_PER_ADDRESS))
+    try:
+        async with conn.transaction():
+            await conn.execute(SQL.forget_old_login_failures, WINDOW_SECONDS)
+            counted = []
+            for subject, free in subjects:  # always in this order: no deadlock between tries
+                row = await conn.fetchrow(SQL.count_login_attempt, subject, WINDOW_SECONDS)
+                if row["wait"] > 0:
+                    raise _Blocked(row["wait"])  # rolls back: a refused try counts nowhere
+                counted.append((subject, block_seconds(row["failures"], free)))
+            for subject, seconds in counted:
+                if seconds:
+                    await conn.execute(SQL.block_login, subject, seconds)
+    except _Blocked as blocked:
+        return blocked.wait
+    return None
+
+
+async def record_success(conn: asyncpg.Connection, email: str, ip: str | None) -> None:
+    """Take the try back: the account starts afresh, the address loses this one try."""
     async with conn.transaction():
-        await conn.execute(SQL.forget_old_login_failures, WINDOW_SECONDS)
-        subjects = ((account(email), FREE_FAILURES), (address(ip), FREE_FAILURES_PER_ADDRESS))
-        for subject, free in subjects:
-            failures = await conn.fetchval(SQL.record_login_failure, subject, WINDOW_SECONDS)
-            if seconds := block_seconds(failures, free):
-                await conn.execute(SQL.block_login, subject, seconds)
-
-
-async def record_success(conn: asyncpg.Connection, email: str) -> None:
-    await conn.execute(SQL.forget_login_failures, account(email))
+        await conn.execute(SQL.forget_login_failures, account(email))
+        await conn.execute(SQL.uncount_login_attempt, address(ip))

@@ -62,9 +62,25 @@ async def cmd_migrate(args, settings: Settings) -> int:
     return 0
 
 
+def with_ops_listen(settings: Settings, value: str | None) -> Settings:
+    """settings with --ops-listen HOST:PORT|off in place of FAIRCLICK_OPS_LISTEN, if given."""
+    if value is None:
+        return settings
+    from dataclasses import replace
+
+    from tracker.settings import parse_ops_listen
+
+    listen = parse_ops_listen(value, name="--ops-listen")
+    # The processes of `serve --workers N` read it from their environment, as they read the rest.
+    os.environ["FAIRCLICK_OPS_LISTEN"] = value
+    return replace(settings, ops_listen=listen)
+
+
 def cmd_serve(args, settings: Settings) -> int:
     from fairclick.apps import tracker_with_console
     from tracker.operators import for_operators
+
+    settings = with_ops_listen(settings, args.ops_listen)
 
     async def check() -> None:
         async with connected(settings, check_schema=False) as pool, pool.acquire() as conn:
@@ -98,6 +114,8 @@ def cmd_serve(args, settings: Settings) -> int:
         return 0
     asyncio.run(check())
     operators = f"; for operators: {for_operators(settings)}"
+    if settings.ops_listen is not None:
+        operators += f"; console: {settings.console_address()}"
     if args.workers > 1:
         from fairclick.workers import serve_workers
 
@@ -439,9 +457,147 @@ async def cmd_suppression(args, settings: Settings) -> int:
     return 0
 
 
+# --- admin: who may use the ops console (console/admins.py) -------------------------------
+
+
+def read_new_password(path: str | None) -> str:
+    """A new password: asked twice on the terminal, or the first line of a file ('-': stdin).
+
+    Never an argument: arguments are visible to every user in `ps` and kept in shell history.
+    """
+    from console.passwords import check_new_password
+
+    if path is None:
+        import getpass
+
+        if not sys.stdin.isatty():
+            raise FairclickError(
+                "no terminal to ask for the password: use --password-file FILE "
+                "(its first line; - reads it from standard input)"
+            )
+        first = getpass.getpass("Password: ")
+        if getpass.getpass("The same password again: ") != first:
+            raise FairclickError("the two passwords differ; nothing was changed")
+        return check_new_password(first)
+    try:
+        if path == "-":
+            line = sys.stdin.readline()
+        else:
+            with open(path, encoding="utf-8") as f:
+                line = f.readline()
+    except OSError as exc:
+        raise FairclickError(f"--password-file {path}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise FairclickError(f"--password-file {path}: not UTF-8 text") from None
+    return check_new_password(line.rstrip("\r\n"))
+
+
+async def cmd_admin_create(args, settings: Settings) -> int:
+    from console.admins import check_email, create_admin, reset_admin
+
+    email = check_email(args.email)
+    password = read_new_password(args.password_file)  # before connecting: mistakes first
+    async with connected(settings) as pool, pool.acquire() as conn:
+        if args.reset:
+            role = await reset_admin(conn, email, password, args.role)
+            print(f"new password set for {email} ({role}); their sessions were ended")
+        else:
+            role = args.role or "operator"
+            await create_admin(conn, email, password, role)
+            print(f"admin {email} created ({role}); log in at {_login_url(settings)}")
+    return 0
+
+
+def _login_url(settings: Settings) -> str:
+    address = settings.console_address()
+    return f"{address}/login" if address else "the console (FAIRCLICK_OPS_LISTEN is off)"
+
+
+async def cmd_admin_token(args, settings: Settings) -> int:
+    from console.admins import check_role, revoke_api_token
+    from console.auth import create_api_token
+
+    async with connected(settings) as pool, pool.acquire() as conn:
+        if args.revoke:
+            await revoke_api_token(conn, args.name)
+            print(f"API token {args.name!r} revoked: it opens nothing any more")
+            return 0
+        token = await create_api_token(conn, args.name, check_role(args.role))
+    # The token alone on standard output (TOKEN=$(fairclick admin token NAME)); the rest aside.
+    print(
+        f"API token {args.name!r} ({args.role}); shown only now, only its hash is kept. "
+        "Send it as 'Authorization: Bearer TOKEN'.",
+        file=sys.stderr,
+    )
+    print(token)
+    return 0
+
+
+async def cmd_admin_list(args, settings: Settings) -> int:
+    from console.admins import list_access
+
+    async with connected(settings) as pool, pool.acquire() as conn:
+        listing = await list_access(conn)
+    print(f"admins ({len(listing.admins)}):")
+    for a in listing.admins:
+        print(
+            f"  {a['email']}  {a['role']}  since {a['created_at']:%Y-%m-%d}  "
+            f"{a['sessions']} active session(s)"
+        )
+    print(f"API tokens ({len(listing.tokens)}):")
+    for t in listing.tokens:
+        used = f"{t['last_used_at']:%Y-%m-%d %H:%M} UTC" if t["last_used_at"] else "never"
+        print(f"  {t['name']}  {t['role']}  since {t['created_at']:%Y-%m-%d}  last used {used}")
+    return 0
+
+
+async def cmd_admin_remove(args, settings: Settings) -> int:
+    from console.admins import remove_admin
+
+    async with connected(settings) as pool, pool.acquire() as conn:
+        await remove_admin(conn, args.email)
+    print(f"admin {args.email.strip()} removed; their sessions were ended")
+    return 0
+
+
+def add_admin_parser(sub) -> None:
+    admin = sub.add_parser(
+        "admin", help="who may use the ops console: admins and API tokens"
+    ).add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    p = admin.add_parser(
+        "create", help="add an admin (password asked twice, or read from --password-file)"
+    )
+    p.add_argument("email")
+    p.add_argument(
+        "--role",
+        choices=("viewer", "operator"),
+        help="a viewer reads; an operator (a new admin's default) may also pause, resume, "
+        "cancel and erase",
+    )
+    p.add_argument(
+        "--password-file", metavar="FILE", help="the password is FILE's first line (- = stdin)"
+    )
+    p.add_argument("--reset", action="store_true", help="set a new password for an existing admin")
+    p.set_defaults(run=cmd_admin_create)
+    p = admin.add_parser("token", help="make an API token (printed once), or --revoke one")
+    p.add_argument("name")
+    p.add_argument("--role", choices=("viewer", "operator"), default="viewer")
+    p.add_argument("--revoke", action="store_true", help="revoke the token of that name")
+    p.set_defaults(run=cmd_admin_token)
+    p = admin.add_parser("list", help="admins and API tokens (no secrets)")
+    p.set_defaults(run=cmd_admin_list)
+    p = admin.add_parser("remove", help="remove an admin (their sessions end)")
+    p.add_argument("email")
+    p.set_defaults(run=cmd_admin_remove)
+
+
+# --- end of admin --------------------------------------------------------------------------
+
+
 def cmd_quickstart(args, settings: Settings) -> int:
     from fairclick.quickstart import quickstart
 
+    settings = with_ops_listen(settings, args.ops_listen)
     return asyncio.run(quickstart(settings, host=args.host, port=args.port))
 
 
@@ -475,6 +631,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_count,
         default=1,
         help="processes sharing the port (SO_REUSEPORT)",
+    )
+    p.add_argument(
+        "--ops-listen",
+        metavar="HOST:PORT|off",
+        help="where the console, /metrics and /readyz listen (default: FAIRCLICK_OPS_LISTEN, "
+        "else 127.0.0.1:9180)",
     )
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
@@ -574,9 +736,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=cmd_retention)
 
+    add_admin_parser(sub)
+
     p = sub.add_parser("quickstart", help="run everything locally on the embedded defaults")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=port_number, default=8080)
+    p.add_argument(
+        "--ops-listen", metavar="HOST:PORT|off", help="where the console listens (as for serve)"
+    )
     p.set_defaults(run=cmd_quickstart, sync=True)
     return parser
 

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from console.admins import LOGIN_LINK_SECONDS, QUICKSTART_ADMIN, create_login_link, ensure_admin
 from fairclick.apps import tracker_with_console
 from mailer.campaigns import create_campaign
 from mailer.capture import start_capture_server
@@ -104,6 +105,17 @@ async def _print_guide(pool, settings: Settings, mail_dir) -> None:
     print(f"tracker:          {settings.base_url}")
     print(f"captured emails:  {mail_dir}")
     print(f"for operators:    {for_operators(settings)}")
+    console = settings.console_address()
+    if settings.ops_listen is not None and console:
+        async with pool.acquire() as conn:
+            # A new link at every run: quickstart stays re-runnable, and each link works once.
+            token = await create_login_link(conn, await ensure_admin(conn, QUICKSTART_ADMIN))
+        print(f"console:          {console}")
+        print(f"one-time login:   {console}/login/once/{token}")
+        print(
+            f"                  (works once, within {LOGIN_LINK_SECONDS // 60} minutes, as "
+            f"{QUICKSTART_ADMIN}, an operator; `fairclick admin create EMAIL` for a password)"
+        )
     if example:
         token = tokens.click.encode(example["message_id"], example["link_id"])
         link = f"{settings.base_url}/c/{token}"

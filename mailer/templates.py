@@ -7,25 +7,15 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-import html2text
 import jinja2
 from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from mailer.layout_links import LayoutLinks
+from mailer.plain_text import html_to_text
 from mailer.rewrite import LinkSpot, find_links
 from mailer.text_part import Layout, TextPart
 from tracker.errors import TemplateProblem
-
-# Layout tables become plain paragraphs; links stay visible as URLs.
-_TEXT_GENERATOR_OPTIONS = {
-    "body_width": 78,
-    "ignore_images": True,
-    "ignore_tables": True,
-    "ignore_emphasis": True,
-    "wrap_links": False,
-}
-
 
 _jinja_urlencode = jinja2.filters.do_urlencode
 
@@ -202,13 +192,6 @@ def _render_error(exc: Exception, filename: str) -> TemplateError:
     return TemplateError(where, f"{type(exc).__name__}: {exc}")
 
 
-def html_to_text(html: str) -> str:
-    converter = html2text.HTML2Text()
-    for option, value in _TEXT_GENERATOR_OPTIONS.items():
-        setattr(converter, option, value)
-    return converter.handle(html).strip() + "\n"
-
-
 class CampaignTemplates:
     """The subject, HTML and optional text templates of one campaign, compiled."""
 
@@ -245,7 +228,7 @@ class CampaignTemplates:
         self._text = compiled.get(text_filename or "text")
         # Without a text template the text part is generated from the HTML.
         self.text_part = (
-            TextPart(html_env, html, html_filename, html_to_text, _TEXT_GENERATOR_OPTIONS)
+            TextPart(html_env, html, html_filename, html_to_text)
             if self._text is None
             else None
         )

@@ -1,28 +1,30 @@
 """The text part generated from the HTML, converted once per layout instead of once per message.
 
-html2text on a 30 KB email costs ~10 ms, and every message of a campaign is the same HTML
-but for a few values (a name, a city, a URL) and which {% if %} branches were taken. So:
+Converting a 30 KB email costs ~1.5 ms (mailer/plain_text.py; bench/text_part.py), and every
+message of a campaign is the same HTML but for a few values (a name, a city, a URL) and which
+{% if %} branches were taken. So:
 
 1. The HTML template is rendered through a twin whose literal pieces are replaced by short
    markers. Its output names the literal pieces used, in order (the *layout*), and the values
    between them; joining them gives the same HTML the template renders.
-2. Once per layout, html2text converts the layout with each value replaced by a placeholder
+2. Once per layout, the converter converts the layout with each value replaced by a placeholder
    word (unwrapped: wrapping depends on the values' lengths), while watching where the
    placeholders go. It gives up on the layout where a value could change anything but the
    words it stands for: in a tag or attribute name, an entity, an unquoted attribute, an
-   attribute html2text reads for its structure, or a link text compared with its href.
-3. Per message, each value must be *plain* (a letter first, single inner spaces, none of the
-   characters html2text escapes, splits or collapses), so it comes out of html2text as
-   itself; then the placeholders are replaced and the text is wrapped as html2text wraps.
-   Anything else (a value that is not plain, a template using macros, blocks, includes…)
-   falls back to html2text on the message itself.
+   attribute the converter reads to decide (style, hidden, start), or a link whose form
+   (label, URL or both) depends on its label or href.
+3. Per message, each value must be *plain* (a letter first, single inner spaces, no markup,
+   entity or control character), so it comes out of the converter as itself; then the
+   placeholders are replaced and the text is wrapped line by line. Anything else (a value that
+   is not plain, a template using macros, blocks, includes…) falls back to converting the
+   message itself.
 
 For recipients whose text links are tracked, a second conversion per layout also puts
 placeholders in place of the trackable hrefs, which are then checked, per message, to be
 the links the rewriter found in the real HTML.
 
-tests/test_text_part.py checks the outcome against html2text on the example, the corpus
-and the benchmark's templates, for plain and awkward values.
+tests/test_text_part.py checks the outcome against converting each message on the example,
+the corpus and the benchmark's templates, for plain and awkward values.
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import html2text
 import jinja2
 from jinja2 import nodes
 
+from mailer.plain_text import READ_ATTRIBUTES, PlainTextConverter, finish, link_form, wrap_line
 from mailer.rewrite import LinkSpot, find_links
 
 # Layouts kept per campaign; a template with loops over values could make many.
@@ -50,18 +52,15 @@ _MAX_PIECES = 0xF8FF - _FIRST_PIECE
 # blocks capture output (markers and all) to use it as a value; blocks, includes and imports
 # bring in other render functions.
 _PLAIN_STATEMENTS = (nodes.Output, nodes.If, nodes.For, nodes.With, nodes.Assign)
-# A value html2text passes through unchanged wherever it stands: a letter first (not a digit,
-# '-', '+', '.', '#' or bracket a line could start with), no entity or markup character, no
-# character its Markdown escapes touch, no '~' (a strike-through mark after it changes), no
-# brace (its CSS reader splits on them) and only single spaces between words.
-_PLAIN_VALUE = re.compile(r"[^\W\d_](?:[^\s&<>\"'\\\[\](){}~]| (?=[^\s]))*")
+# A value the converter passes through unchanged wherever it stands in text: a letter first
+# (no leading space to strip, no closing punctuation after a URL), no character of markup or
+# entities, no control character (removed) and no white space but single inner spaces
+# (collapsed, or a line break).
+_PLAIN_VALUE = re.compile(r"[^\W\d_](?:[^\s&<>\"'\x00-\x1f\x7f\u00ad]| (?=\S))*")
 # A tracked URL as written into the HTML (rewrite_links writes it as is).
 _PLAIN_URL = re.compile(r"https?://[^\s&<>\"'\\\[\](){}]+")
+_WEB = re.compile(r"^https?://", re.IGNORECASE)  # as mailer/plain_text.py's link_form reads it
 _QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'")
-_ABSOLUTE_URL = re.compile(r"^[a-zA-Z+]+://")  # html2text's test for an automatic <link>
-# Tags whose attributes html2text reads for structure (numbering, abbreviations); a/href and
-# a/title are followed value by value.
-_STRUCTURAL_ATTRIBUTES = {"ol", "ul", "abbr"}
 
 
 class _Unmarkable(Exception):
@@ -150,25 +149,24 @@ class LayoutTemplate:
 
 @dataclass(frozen=True)
 class _Converted:
-    text: str  # html2text's unwrapped text, with placeholders
-    # (href, link text, html2text's verdict) where either holds a placeholder: whether it
-    # writes the link as <url> depends on the values, so each message checks it again.
-    automatic: tuple[tuple[str, str, bool], ...]
+    # The converter's text in runs of lines: a run without placeholders already wrapped
+    # (False), a line with placeholders as it came, to fill in and wrap per message (True).
+    runs: tuple[tuple[bool, str], ...]
+    # (href, label, only images, form) of each link where href or label holds a placeholder:
+    # how it is written (label, URL or both) depends on the values, so each message checks it.
+    links: tuple[tuple[str | None, str, bool, str], ...]
 
 
-class _WatchingConverter(html2text.HTML2Text):
-    """html2text, noting where placeholders go and whether their values could matter."""
+class _WatchingConverter(PlainTextConverter):
+    """The converter, noting where placeholders go and whether their values could matter."""
 
-    def __init__(self, options: dict, placeholder: re.Pattern[str], value: re.Pattern[str]):
+    def __init__(self, placeholder: re.Pattern[str], value: re.Pattern[str]):
         super().__init__()
-        for option, setting in options.items():
-            setattr(self, option, setting)
-        self.body_width = 0  # wrapped per message, once the values are in
         self.placeholder = placeholder
         self.value_words = value  # value words only: tracked URLs may stand unquoted, values not
         self.seen = 0
         self.unsafe: str | None = None
-        self.automatic: list[tuple[str, str, bool]] = []
+        self.links: list[tuple[str | None, str, bool, str]] = []
 
     def _count(self, text: str | None) -> int:
         return len(self.placeholder.findall(text)) if text else 0
@@ -180,29 +178,29 @@ class _WatchingConverter(html2text.HTML2Text):
             self.seen += found
             if self.value_words.search(_QUOTED.sub("", raw)):
                 self.unsafe = f"a value outside a quoted attribute in <{tag}>"
-            elif tag in _STRUCTURAL_ATTRIBUTES:
-                self.unsafe = f"a value in an attribute of <{tag}>"
+            elif any(name in READ_ATTRIBUTES and self._count(value) for name, value in attrs):
+                self.unsafe = f"a value in an attribute <{tag}> is read for"
         super().handle_starttag(tag, attrs)
 
-    def handle_data(self, data, entity_char=False):
-        if entity_char and self._count(data):
-            self.unsafe = "a value in an entity"
+    def handle_data(self, data):
         self.seen += self._count(data)
-        href = self.maybe_automatic_link
-        if href is not None and (self._count(href) or self._count(data)):
-            # Only an absolute URL can equal an absolute URL.
-            if (
-                _ABSOLUTE_URL.match(href)
-                or _ABSOLUTE_URL.match(data)
-                or (self._count(href) and self._count(data))
-            ):
-                self.automatic.append(
-                    (href, data, bool(href == data and _ABSOLUTE_URL.match(href)))
-                )
-        super().handle_data(data, entity_char)
+        super().handle_data(data)
 
     def handle_comment(self, data):
         self.seen += self._count(data)  # comments are not in the text
+
+    def link_written(self, href, label, only_images, form):
+        if self._count(label) or (self._count(href) and not self._fixed_form(href, label)):
+            self.links.append((href, label, only_images, form))
+
+    def _fixed_form(self, href: str, label: str) -> bool:
+        """Whether a link with this literal label and values in its href is written label: URL
+        whatever the values: a web URL before the first value, and a label that the URL (or
+        the URL without its scheme) cannot equal. Most links of most messages."""
+        before = href[: self.placeholder.search(href).start()]
+        if not label or not _WEB.match(before):
+            return False
+        return not label.startswith((before.rstrip("/"), _WEB.sub("", before).rstrip("/")))
 
 
 @dataclass
@@ -222,13 +220,11 @@ class TextPart:
         source: str,
         filename: str,
         html_to_text: Callable[[str], str],
-        options: dict,
     ):
         self.html_to_text = html_to_text
-        self._options = options
         try:
             self.twin: LayoutTemplate | None = LayoutTemplate(environment, source, filename)
-        except Exception:  # whatever stops the twin, html2text per message is always right
+        except Exception:  # whatever stops the twin, converting each message is always right
             self.twin = None
         nonce = secrets.token_hex(4)
         while nonce in source:
@@ -242,9 +238,6 @@ class TextPart:
         # (layout key, skip_prefixes of the tracked conversion, None for the plain one)
         self._converted: dict[tuple, _Converted | None] = {}
         self._link_spots: dict[tuple, list[LinkSpot]] = {}
-        self._wrapper = html2text.HTML2Text()
-        for option, value in options.items():
-            setattr(self._wrapper, option, value)
         self._wrapped: dict[str, str] = {}
 
     def render(self, context: dict) -> tuple[str, Layout] | None:
@@ -266,21 +259,21 @@ class TextPart:
         if key in self._converted:
             return self._converted[key]
         if len(self._converted) >= MAX_LAYOUTS:
-            return None  # a template with very many layouts: html2text for each message
+            return None  # a template with very many layouts: each message converted
         html = self.twin.layout_html(layout, self._value_word)
         if tracked:
             spots = find_links(html, skip_prefixes=skip_prefixes)
             self._link_spots[key] = spots
             html = _replace_spots(html, spots, self._link_word)
-        converter = _WatchingConverter(self._options, self._words, self._value_words)
-        text = converter.handle(html)
+        converter = _WatchingConverter(self._words, self._value_words)
+        text = converter.convert(html)
         expected = len(self._words.findall(html))
         # A value right after "&" and letters could end up in an entity ("&co" + "py…").
         entity = self._after_ampersand.search(html)
         if converter.unsafe is None and converter.seen == expected and entity is None:
-            converted = _Converted(text, tuple(converter.automatic))
+            converted = _Converted(self._runs(text), tuple(converter.links))
         else:
-            converted = None  # html2text on each message of this layout
+            converted = None  # each message of this layout converted on its own
         self._converted[key] = converted
         return converted
 
@@ -330,11 +323,27 @@ class TextPart:
                     return None
                 urls.append(url)
         fill = self._filler(values, urls)
-        for href, data, verdict in converted.automatic:
-            real_href = fill(href)
-            if bool(real_href == fill(data) and _ABSOLUTE_URL.match(real_href)) != verdict:
+        for href, label, only_images, form in converted.links:
+            if link_form(href and fill(href), fill(label), only_images) != form:
                 return None
-        return self._wrap(fill(converted.text)).strip() + "\n"
+        return finish(
+            "\n".join(self._wrap(fill(run)) if filled else run for filled, run in converted.runs)
+        )
+
+    def _runs(self, text: str) -> tuple[tuple[bool, str], ...]:
+        runs: list[tuple[bool, str]] = []
+        fixed: list[str] = []
+        for line in text.split("\n"):
+            if self._words.search(line):
+                if fixed:
+                    runs.append((False, "\n".join(map(wrap_line, fixed))))
+                    fixed = []
+                runs.append((True, line))
+            else:
+                fixed.append(line)
+        if fixed:
+            runs.append((False, "\n".join(map(wrap_line, fixed))))
+        return tuple(runs)
 
     def _real_offset(self, layout: Layout) -> Callable[[int], int]:
         """Maps an offset in the layout's placeholder HTML to the message's HTML."""
@@ -358,28 +367,17 @@ class TextPart:
         return lambda text: self._words.sub(value, text)
 
     def _wrap(self, text: str) -> str:
-        """html2text's optwrap, paragraph by paragraph, remembering wrapped paragraphs.
-
-        optwrap wraps each line on its own; only empty lines depend on what came before
-        (at most two newlines in a row).
-        """
+        """wrap(text), remembering wrapped lines (most are the same in every message)."""
         out = []
-        newlines = 0
         cache = self._wrapped
-        for para in text.split("\n"):
-            if para:
-                done = cache.get(para)
-                if done is None:
-                    done = self._wrapper.optwrap(para)
-                    if len(cache) < MAX_WRAPPED:
-                        cache[para] = done
-                out.append(done)
-                if done:
-                    newlines = 2 if done.endswith("\n\n") else 1
-            elif newlines < 2:
-                out.append("\n")
-                newlines += 1
-        return "".join(out)
+        for line in text.split("\n"):
+            done = cache.get(line)
+            if done is None:
+                done = wrap_line(line)
+                if len(cache) < MAX_WRAPPED:
+                    cache[line] = done
+            out.append(done)
+        return "\n".join(out)
 
 
 def _replace_spots(html: str, spots: list[LinkSpot], word: Callable[[int], str]) -> str:

@@ -7,8 +7,10 @@ import re
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from console.admins import create_admin
 from console.app import PUBLIC_ROUTES, create_console_app
 from console.auth import create_api_token
+from console.sessions import COOKIE, SECURE_COOKIE, start_session
 
 
 @pytest.fixture
@@ -24,7 +26,29 @@ def _concrete(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "x1", path)
 
 
-async def test_no_route_answers_2xx_without_a_session_or_token(console):
+def expired_sessions(pool):
+    """Session ids that were valid once: their admin exists, their time is over.
+
+    A new one for each request: the first request that presents one deletes it.
+    """
+    admin = []
+
+    async def make() -> str:
+        async with pool.acquire() as conn:
+            if not admin:
+                admin.append(
+                    await create_admin(conn, "old@example.com", "long enough pw", "operator")
+                )
+            session_id = await start_session(conn, admin[0])
+        await pool.execute("UPDATE console_sessions SET expires_at = now() - interval '1 second'")
+        return session_id
+
+    return make
+
+
+async def test_no_route_answers_2xx_without_a_session_or_token(console, pool):
+    expired = expired_sessions(pool)
+    forged = "A" * 43  # the shape of a session id, never issued
     walked = 0
     for resource in console.app.router.resources():
         info = resource.get_info()
@@ -32,7 +56,16 @@ async def test_no_route_answers_2xx_without_a_session_or_token(console):
         for route in resource:
             if route.name in PUBLIC_ROUTES or route.method == "*":
                 continue
-            for headers in ({}, {"Authorization": "Bearer fc_wrong"}, {"Cookie": "x=y"}):
+            for headers in (
+                {},
+                {"Authorization": "Bearer fc_wrong"},
+                {"Cookie": "x=y"},
+                {"Cookie": f"{COOKIE}={forged}"},
+                {"Cookie": f"{COOKIE}=EXPIRED"},
+                {"Cookie": f"{SECURE_COOKIE}=EXPIRED"},
+            ):
+                if headers.get("Cookie", "").endswith("EXPIRED"):
+                    headers = {"Cookie": headers["Cookie"].replace("EXPIRED", await expired())}
                 response = await console.request(
                     route.method, _concrete(path), headers=headers, allow_redirects=False
                 )

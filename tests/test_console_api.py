@@ -362,3 +362,31 @@ async def test_the_database_away_is_a_503_in_the_api_shape(settings, db_url, poo
         await client.close()
         await asyncio.wait_for(away_pool.close(), 10)
         await proxy.cut()
+
+
+async def test_the_database_away_is_a_503_page_on_the_console(settings, db_url, pool, tokens):
+    """Pages and the login say the database is away (503), never a 500 or a traceback."""
+    proxy = DatabaseProxy(db_url)
+    await proxy.start()
+    away_pool = await asyncpg.create_pool(proxy.url, min_size=1, max_size=2)
+    client = TestClient(TestServer(create_console_app(settings, away_pool), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        await proxy.cut()
+        for method, path, data in (
+            ("GET", "/campaigns", None),
+            ("GET", "/recipients?q=a", None),
+            ("POST", "/login", {"email": "ops@example.com", "password": "x" * 12}),
+        ):
+            response = await client.request(
+                method, path, data=data, headers=tokens["viewer"], allow_redirects=False
+            )
+            assert response.status == 503, (path, response.status)
+            assert "cannot reach its database" in await response.text()
+        await proxy.restore()
+        response = await client.get("/campaigns", headers=tokens["viewer"])
+        assert response.status == 200
+    finally:
+        await client.close()
+        await asyncio.wait_for(away_pool.close(), 10)
+        await proxy.cut()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from dataclasses import replace
@@ -13,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from argon2 import PasswordHasher
 from yarl import URL
 
-from console import passwords
+from console import passwords, throttle
 from console.admins import create_admin, create_login_link, remove_admin, revoke_api_token
 from console.app import create_console_app
 from console.auth import create_api_token, log_action, require_operator
@@ -319,13 +320,14 @@ async def test_after_login_only_a_local_path(console, admin, asked, goes_to):
 
 
 async def test_a_protected_page_sends_to_the_login_with_the_way_back(console, admin):
-    response = await console.get("/campaigns/7?tab=links", allow_redirects=False)
-    # No such page yet on this branch: the login check runs only for routes that exist.
-    assert response.status in (303, 404)
-    response = await console.post("/logout?a=1&b=2", allow_redirects=False)
+    response = await console.get("/campaigns?a=1&b=2", allow_redirects=False)
     assert response.status == 303
     location = URL(response.headers["Location"])
-    assert location.path == "/login" and dict(location.query) == {"next": "/logout?a=1&b=2"}
+    assert location.path == "/login" and dict(location.query) == {"next": "/campaigns?a=1&b=2"}
+    # A form posted after the session ended: back to the start, not to a POST-only address.
+    response = await console.post("/logout", allow_redirects=False)
+    assert response.status == 303
+    assert dict(URL(response.headers["Location"]).query) == {"next": "/"}
 
 
 async def test_failed_logins_slow_down_the_account_whoever_asks(console, admin, pool):
@@ -343,11 +345,12 @@ async def test_failed_logins_slow_down_the_account_whoever_asks(console, admin, 
     # Time passes (the block is moved into the past): the next failure blocks twice as long.
     await pool.execute("UPDATE console_login_failures SET blocked_until = now()")
     assert (await log_in(console, password="wrong password!!")).status == 401
-    lengths = await pool.fetch(
+    row = await pool.fetchrow(
         "SELECT failures, extract(epoch FROM blocked_until - last_failed_at) AS seconds"
-        " FROM console_login_failures ORDER BY failures DESC"
+        " FROM console_login_failures WHERE subject = $1",
+        throttle.account("ops@example.com"),
     )
-    assert (lengths[0]["failures"], lengths[0]["seconds"]) == (6, 2)
+    assert (row["failures"], row["seconds"]) == (6, 2)
     await pool.execute("UPDATE console_login_failures SET blocked_until = now()")
     session_of(await log_in(console))
     # A success clears the account's count; the address keeps its own.
@@ -390,3 +393,123 @@ async def test_a_one_time_link_logs_in_once(console, admin, pool):
     assert await pool.fetchval("SELECT count(*) FROM console_login_links") == 0
     invented = await console.post("/login/once/invented", allow_redirects=False)
     assert invented.status == 410
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},  # a sibling host is not the console
+    ],
+)
+async def test_no_login_from_another_sites_form(console, admin, pool, headers):
+    """Login CSRF: another site must not log a browser in (as its own account, say)."""
+    response = await log_in(console, headers=headers)
+    assert response.status == 403
+    assert "another site" in await response.text()
+    assert "Set-Cookie" not in response.headers
+    assert await pool.fetchval("SELECT count(*) FROM console_sessions") == 0
+
+
+async def test_the_login_form_from_the_console_itself_is_taken(console, admin):
+    own = str(console.make_url("")).rstrip("/")
+    session_of(await log_in(console, headers={"Origin": own, "Sec-Fetch-Site": "same-origin"}))
+
+
+def test_the_console_address_and_its_cookies(settings):
+    from tracker.settings import Settings
+
+    assert Settings.from_env({}).console_address() == "http://127.0.0.1:9180"
+    assert not Settings.from_env({}).console_is_https
+    env = {"FAIRCLICK_OPS_LISTEN": "0.0.0.0:9300"}
+    assert Settings.from_env(env).console_address() == "http://127.0.0.1:9300"
+    env = {"FAIRCLICK_OPS_LISTEN": "[::1]:9300"}
+    assert Settings.from_env(env).console_address() == "http://[::1]:9300"
+    env = {"FAIRCLICK_OPS_LISTEN": "[::]:9300"}
+    assert Settings.from_env(env).console_address() == "http://[::1]:9300"
+    assert Settings.from_env({"FAIRCLICK_OPS_LISTEN": "off"}).console_address() is None
+    behind = Settings.from_env({"FAIRCLICK_CONSOLE_URL": "https://ops.example.com/"})
+    assert behind.console_address() == "https://ops.example.com" and behind.console_is_https
+    assert settings.console_address() is None  # tests build settings without a listener
+
+
+async def test_only_an_operator_pauses_a_campaign_through_the_api(
+    console, admin, pool, make_campaign
+):
+    await make_campaign("<p>Hi</p>", name="spring")
+    viewer = session_of(await log_in(console, "viewer@example.com"))
+    operator = session_of(await log_in(console))
+    for session_id, status in ((viewer, 403), (operator, 200)):
+        response = await console.post(
+            "/api/v1/campaigns/spring/pause",
+            headers={**with_session(session_id), "X-CSRF-Token": csrf_token_for(session_id)},
+        )
+        assert response.status == status
+        if session_id == viewer:
+            assert await pool.fetchval("SELECT status FROM campaigns") != "paused"
+    assert await pool.fetchval("SELECT status FROM campaigns") == "paused"
+    assert await pool.fetch("SELECT actor, action FROM console_actions") == [
+        ("session:ops@example.com", "campaign pause")
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"email=ops%00@example.com&password=x%00y",
+        b"email=%FF%FE@example.com&password=%ED%A0%80%FF",
+        b"email=ops@example.com&password=" + b"x" * 5000,
+        b"email=" + b"e" * 5000 + b"&password=pw",
+        b"email=ops@example.com",
+        b"\xff\xfe=\x00",
+    ],
+)
+async def test_a_hostile_login_form_is_refused_never_a_500(console, admin, body):
+    response = await console.post(
+        "/login",
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        allow_redirects=False,
+    )
+    assert response.status in (400, 401)
+    assert "Set-Cookie" not in response.headers
+
+
+async def test_a_hostile_multipart_login_is_refused_never_a_500(console, admin):
+    form = aiohttp.FormData()
+    form.add_field("email", b"ops@example.com", filename="e.txt")
+    form.add_field("password", PASSWORD)
+    response = await console.post("/login", data=form, allow_redirects=False)
+    assert response.status == 400
+
+
+async def test_tries_sent_at_once_are_counted_one_after_the_other(
+    console, admin, pool, monkeypatch
+):
+    """Many guesses in flight together: only those before the block are checked at all."""
+    checked = []
+
+    class Counting(PasswordHasher):
+        def verify(self, hash, password):
+            checked.append(password)
+            return super().verify(hash, password)
+
+    monkeypatch.setattr(passwords, "HASHER", Counting())
+    # 12 failures in a row already: the next one blocks the account for 2**8 s.
+    await pool.execute(
+        "INSERT INTO console_login_failures VALUES ($1, 12, now(), now())",
+        throttle.account("ops@example.com"),
+    )
+    guesses = [log_in(console, password=f"guess number {n}") for n in range(10)]
+    statuses = sorted([response.status for response in await asyncio.gather(*guesses)])
+    assert statuses == [401] + [429] * 9
+    assert len(checked) == 1  # one guess was checked against the hash; nine never were
+    assert (
+        await pool.fetchval(
+            "SELECT failures FROM console_login_failures WHERE subject = $1",
+            throttle.account("ops@example.com"),
+        )
+        == 13
+    )

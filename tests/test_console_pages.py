@@ -454,3 +454,12 @@ async def test_a_session_needs_the_pages_csrf_token_and_a_broken_form_is_a_400(
         headers={**tokens["operator"], "Content-Type": "multipart/form-data; boundary=x"},
     )
     assert response.status == 400 and 'role="alert"' in await response.text()
+    # The same broken form from the session: its CSRF token cannot be read, so it is refused
+    # (was a 500: the multipart error is no ValueError).
+    response = await console.post(
+        "/campaigns/spring/status",
+        data=b"--x\r\nbroken",
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+    )
+    assert response.status == 403
+    assert await pool.fetchval("SELECT status FROM campaigns") == "paused"

@@ -89,10 +89,10 @@ def serve_env(db_url, tmp_path, ops_listen: str) -> dict[str, str]:
     }
 
 
-async def start_serve(env: dict, port: int) -> tuple[asyncio.subprocess.Process, str]:
+async def start_serve(env: dict, port: int, *args: str) -> tuple[asyncio.subprocess.Process, str]:
     """`fairclick serve` as a real process; returns it and the line it printed on start."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fairclick.cli", "serve", "--port", str(port),
+        sys.executable, "-m", "fairclick.cli", "serve", "--port", str(port), *args,
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     line = await asyncio.wait_for(process.stdout.readline(), 60)

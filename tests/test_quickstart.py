@@ -6,7 +6,10 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 import aiohttp
 from conftest import free_port
@@ -29,11 +32,35 @@ async def run(*args: str, env: dict) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
+async def _log_in_once(link: str, console: str) -> None:
+    """The printed link logs in once, as quickstart's operator; a second use is refused."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        async with http.get(link) as page:
+            assert page.status == 200 and "One-time login" in await page.text()
+        async with http.post(link, allow_redirects=False) as response:
+            assert response.status == 303
+            session = response.cookies["fairclick_session"].value
+        cookie = {"Cookie": f"fairclick_session={session}"}
+        async with http.get(f"{console}/api/v1/me", headers=cookie) as response:
+            assert await response.json() == {
+                "name": "quickstart@localhost",
+                "kind": "session",
+                "role": "operator",
+            }
+        async with http.post(link, allow_redirects=False) as response:
+            assert response.status == 410
+
+
 async def test_quickstart_runs_the_whole_loop(tmp_path, tracker_port):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAIRCLICK_")}
     env["FAIRCLICK_DATA_DIR"] = str(tmp_path / "data")
-    env["FAIRCLICK_OPS_LISTEN"] = f"127.0.0.1:{free_port()}"  # not 9180: anything may hold it
+    ops = free_port()
+    env["FAIRCLICK_OPS_LISTEN"] = f"127.0.0.1:{ops}"  # not 9180: anything may hold it
     async with running_quickstart(env, tracker_port) as (process, output):
+        assert f"console:          http://127.0.0.1:{ops}\n" in output
+        once = re.search(r"one-time login:\s+(\S+)", output)[1]
+        assert once.startswith(f"http://127.0.0.1:{ops}/login/once/")
+        await _log_in_once(once, f"http://127.0.0.1:{ops}")
         link = re.search(r"a tracked link:\s+(\S+)", output)[1]
         prefs = re.search(r"preference page:\s+(\S+)", output)[1]
         assert f"captured emails:  {tmp_path / 'data' / 'mail'}" in output
@@ -74,3 +101,22 @@ async def test_quickstart_runs_the_whole_loop(tmp_path, tracker_port):
     assert process.returncode == 0
     assert "Traceback" not in (await process.stderr.read()).decode()
     assert (tmp_path / "data" / "secret_key").stat().st_mode & 0o777 == 0o600
+
+
+async def test_quickstart_again_prints_a_new_one_time_login_for_the_same_admin(tracker_port):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAIRCLICK_")}
+    # Outside pytest's tmp folders, which another pytest run may close to the embedded
+    # PostgreSQL's own user (see test_suppressions.data_dir).
+    folder = Path(tempfile.mkdtemp(prefix="fc-qs-"))
+    env["FAIRCLICK_DATA_DIR"] = str(folder / "data")
+    links = []
+    for _ in range(2):
+        # A new port each time: the one freed by the first run may be taken by then.
+        ops = free_port()
+        env["FAIRCLICK_OPS_LISTEN"] = f"127.0.0.1:{ops}"
+        async with running_quickstart(env, tracker_port) as (process, output):
+            links.append(re.search(r"one-time login:\s+(\S+)", output)[1])
+            await _log_in_once(links[-1], f"http://127.0.0.1:{ops}")
+        assert process.returncode == 0
+    assert links[0] != links[1]
+    shutil.rmtree(folder, ignore_errors=True)

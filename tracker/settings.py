@@ -97,8 +97,8 @@ class Settings:
         if self.ops_listen is None:
             return None
         host, port = self.ops_listen
-        if host in ("0.0.0.0", "::"):  # noqa: S104 - listening everywhere: this machine answers
-            host = "127.0.0.1"
+        # Listening everywhere: this machine answers on its loopback address too.
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     @property
