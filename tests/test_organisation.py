@@ -21,7 +21,7 @@ from playwright.async_api import async_playwright
 
 from mailer.compose import Recipient, template_context
 from tracker.app import create_app
-from tracker.errors import ConfigError
+from tracker.errors import ConfigError, TemplateProblem
 from tracker.organisation import Organisation, missing_address_warning
 from tracker.pages import page_environment
 from tracker.personal_data import content_disposition, download_filename
@@ -296,6 +296,23 @@ async def test_sent_mail_carries_the_organisation(
     )
     assert [tuple(r) for r in rows] == [(POLICY, False), ("https://shop.example/", False)]
     assert await pool.fetchval("SELECT count(*) FROM message_links") == 0
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "organisation.__class__",
+        "organisation.address_lines.append('x')",
+        "organisation.update(name='x')",
+        "organisation.name.__class__.__mro__",
+    ],
+)
+async def test_the_organisation_is_inside_the_sandbox(make_campaign, pool, expression):
+    with pytest.raises(TemplateProblem) as error:
+        await make_campaign(f"<p>{{{{ {expression} }}}}</p>\n")
+    # Refused by the sandbox, or not there at all (address_lines is a tuple): never run.
+    assert re.search(r"c\.html:1: (SecurityError|UndefinedError)", str(error.value))
+    assert await pool.fetchval("SELECT count(*) FROM campaigns") == 0
 
 
 @pytest.mark.parametrize(
