@@ -19,6 +19,7 @@ from console.openapi import MAX_LIMIT, MAX_OFFSET, document
 from console.recipients import recipient_detail, search_recipients
 from mailer.campaigns import set_status
 from mailer.link_check import check_links
+from tracker.consent import change_choices
 from tracker.database import UNREACHABLE
 from tracker.errors import Conflict, FairclickError, NotFound
 from tracker.keys import POOL, SETTINGS
@@ -31,6 +32,7 @@ from tracker.reports import (
     campaign_report,
     campaign_series,
 )
+from tracker.wordings import operator_proof
 
 log = logging.getLogger(__name__)
 SQL = load_queries("console", "api.sql")
@@ -237,6 +239,9 @@ async def report(request: web.Request) -> web.Response:
                 "points": await campaign_series(conn, name, bucket=bucket, start=start, end=end),
             }
             result["failures"] = await campaign_failures(conn, name, limit=limit, offset=offset)
+        if any(r["email"] is not None for r in result["failures"]["recipients"]):
+            # Onward transfer (policy section 5): an answer naming people is logged.
+            await log_action(conn, request[PRINCIPAL], "export report failures", f"campaign {name}")
     return web.json_response(result)
 
 
@@ -289,9 +294,12 @@ async def recipients(request: web.Request) -> web.Response:
         if query is not None:
             query = _text(query, "search")
             found = await search_recipients(conn, query, limit=limit, offset=offset)
+            await _log_recipients(conn, request, "export recipient search", found["recipients"])
             return web.json_response(_paged(found["recipients"], found["total"], limit, offset))
         email = _text(email, "address").strip()
         rows = [] if len(email) > MAX_ADDRESS else await conn.fetch(SQL.recipient_by_address, email)
+        shown = rows[offset : offset + limit]
+        await _log_recipients(conn, request, "export recipient lookup", shown)
     items = [
         {**dict(r), "created_at": r["created_at"].isoformat() if r["created_at"] else None}
         for r in rows
@@ -309,6 +317,39 @@ async def recipient(request: web.Request) -> web.Response:
         raise NotFound(f"no recipient with id {text}")
     async with request.app[POOL].acquire() as conn:
         detail = await recipient_detail(conn, int(text))
+        if detail is not None:
+            await log_action(conn, request[PRINCIPAL], "export recipient", f"recipient #{text}")
     if detail is None:
         raise NotFound(f"no recipient with id {text}")
     return web.json_response(detail)
+
+
+@routes.post("/api/v1/recipients/{id}/unsubscribe", name="api_recipient_unsubscribe")
+async def unsubscribe(request: web.Request) -> web.Response:
+    """Record an unsubscribe the person asked for elsewhere (operator): a consent event with
+    channel 'api', the token as actor and the API's wording (tracker/wordings.py)."""
+    principal = request[PRINCIPAL]
+    require_operator(request, principal)
+    text = request.match_info["id"]
+    if not text.isascii() or not text.isdigit():
+        raise ApiError(400, "a recipient's id is a whole number")
+    if not _NUMBER.fullmatch(text):
+        raise NotFound(f"no recipient with id {text}")
+    proof = operator_proof(request.app[SETTINGS], actor=principal.actor, channel="api")
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        try:
+            changes = await change_choices(
+                conn, int(text), subscribed=False, source="api", proof=proof
+            )
+        except NotFound:
+            raise NotFound(f"no recipient with id {text}") from None
+        await log_action(conn, principal, "unsubscribe", f"recipient #{text}")
+    return web.json_response({"id": int(text), "subscribed": False, "changed": bool(changes)})
+
+
+async def _log_recipients(conn, request: web.Request, action: str, people) -> None:
+    """Onward transfer (privacy policy section 5): an answer that names people is logged,
+    naming them by number only; an answer naming nobody is not an export."""
+    if people:
+        subject = "recipients " + ", ".join(f"#{p['id']}" for p in people)
+        await log_action(conn, request[PRINCIPAL], action, subject)

@@ -208,6 +208,13 @@ SCHEMAS: dict = {
         {"campaign": TEXT, "links": {"type": "array", "items": _ref("CheckedLink")}}
     ),
     "StatusChange": _object({"campaign": TEXT, "status": CAMPAIGN_STATUS}),
+    "Unsubscribed": _object(
+        {
+            "id": {"type": "integer", "minimum": 1},
+            "subscribed": {"type": "boolean", "const": False},
+            "changed": {"type": "boolean"},
+        }
+    ),
     "RecipientSummary": _object(
         {
             "id": {"type": "integer", "minimum": 1},
@@ -344,6 +351,14 @@ def _status_change(action: str, summary: str) -> dict:
     }
 
 
+RECIPIENT_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1},
+    "example": 1,
+}
+
 PATHS: dict = {
     "/api/v1/me": _get("api_me", "Who the request is authenticated as", _ok("Me")),
     "/api/v1/campaigns": _get(
@@ -404,17 +419,29 @@ PATHS: dict = {
         "api_recipient",
         "One recipient: choices, consent history, messages, identified clicks",
         _ok("Recipient"),
-        parameters=[
-            {
-                "name": "id",
-                "in": "path",
-                "required": True,
-                "schema": {"type": "integer", "minimum": 1},
-                "example": 1,
-            },
-        ],
+        parameters=[RECIPIENT_ID],
         errors={"400": BAD_REQUEST, "404": NOT_FOUND},
     ),
+    "/api/v1/recipients/{id}/unsubscribe": {
+        "post": {
+            "operationId": "api_recipient_unsubscribe",
+            "summary": "Record an unsubscribe the person asked for elsewhere",
+            "description": (
+                "Operator role only. A consent event with channel `api`, this token as the "
+                "actor and the API's wording; written to the log of actions. Idempotent: "
+                "`changed` is false when the person was unsubscribed already."
+            ),
+            "parameters": [RECIPIENT_ID],
+            "responses": {
+                "200": _ok("Unsubscribed", "The person is unsubscribed."),
+                "400": BAD_REQUEST,
+                "401": UNAUTHORIZED,
+                "403": FORBIDDEN,
+                "404": NOT_FOUND,
+                "503": UNAVAILABLE,
+            },
+        }
+    },
     "/api/openapi.json": {
         "get": {
             "operationId": "openapi",

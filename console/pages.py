@@ -25,7 +25,7 @@ from console.recipients import SQL as RECIPIENTS_SQL
 from mailer.campaigns import set_status
 from mailer.link_check import check_links
 from mailer.preview import preview_message
-from tracker.consent import erase_recipient
+from tracker.consent import change_choices, erase_recipient
 from tracker.errors import ErasureBusy, FairclickError, NotFound
 from tracker.keys import POOL, SETTINGS
 from tracker.reports import (
@@ -36,6 +36,7 @@ from tracker.reports import (
     campaign_series,
     failures_as_csv,
 )
+from tracker.wordings import operator_proof
 
 routes = web.RouteTableDef()
 
@@ -338,3 +339,24 @@ async def erase(request: web.Request) -> web.Response:
         # The log names the person by number only: it must not keep what was just erased.
         await log_action(conn, principal, "erase", f"recipient #{recipient_id}")
     raise web.HTTPSeeOther(with_query("/recipients", erased=recipient_id))
+
+
+# --- consent proof (issue 11): an operator records an unsubscribe asked for elsewhere ---
+@routes.post("/recipients/{id}/unsubscribe", name="recipient_unsubscribe")
+@page
+async def unsubscribe(request: web.Request) -> web.Response:
+    """The person asked us (a reply, a letter, a call): a consent event with channel
+    'operator', the operator as actor, and the fixed wording for it (tracker/wordings.py)."""
+    principal = request[PRINCIPAL]
+    require_operator(request, principal)
+    recipient_id = _recipient_id(request)
+    form = await _form(request)
+    if form.get("confirm") != "yes":
+        raise BadQuery("to unsubscribe them, tick the box that says the person asked for it")
+    proof = operator_proof(request.app[SETTINGS], actor=principal.actor)
+    async with request.app[POOL].acquire() as conn:
+        await change_choices(
+            conn, recipient_id, subscribed=False, source="console", proof=proof
+        )  # NotFound (a 404 page) when nobody has this id
+        await log_action(conn, principal, "unsubscribe", f"recipient #{recipient_id}")
+    raise web.HTTPSeeOther(f"/recipients/{recipient_id}")

@@ -95,6 +95,13 @@ async def recipient_detail(conn: asyncpg.Connection, recipient_id: int) -> dict 
                 "value": e["value"],
                 "source": e["source"],
                 "at": _when(e["created_at"]),
+                # Consent proof (issue 11): full wordings are in `fairclick recipients history`.
+                "channel": e["channel"],
+                "recorded_by": e["actor"],
+                "wording": None
+                if e["wording_version"] is None
+                else f"v{e['wording_version']} of {e['wording_purpose']}",
+                "policy_version": e["policy_version"],
             }
             for e in events
         ],

@@ -19,12 +19,19 @@ SELECT id, email, name, format, tracking_consent, unsubscribed_at, created_at,
 FROM recipients WHERE id = $1
 
 -- name: recipient_consent_events
-SELECT kind, value, source, created_at FROM consent_events WHERE recipient_id = $1 ORDER BY id
+-- With their proof (issue 11): channel, actor, the wording's version, the policy's version.
+SELECT e.kind, e.value, e.source, e.created_at, e.channel, e.actor, e.policy_version,
+       w.purpose AS wording_purpose, w.version AS wording_version
+FROM consent_events e LEFT JOIN consent_wordings w ON w.sha256 = e.wording_sha256
+WHERE e.recipient_id = $1 ORDER BY e.id
 
 -- name: recipient_messages
-SELECT c.name AS campaign, o.status, o.format, o.attempts, o.queued_at, o.sent_at,
-       o.smtp_reply
-FROM outbox o JOIN campaigns c ON c.id = o.campaign_id
+-- A message of no campaign carried a download or erase link the person asked for.
+SELECT coalesce(c.name, '(' || l.action || ' link the person asked for)') AS campaign,
+       o.status, o.format, o.attempts, o.queued_at, o.sent_at, o.smtp_reply
+FROM outbox o
+LEFT JOIN campaigns c ON c.id = o.campaign_id
+LEFT JOIN mailbox_links l ON l.id = o.mailbox_link_id
 WHERE o.recipient_id = $1
 ORDER BY o.id DESC
 LIMIT $2
@@ -35,20 +42,25 @@ SELECT count(*) FROM outbox WHERE recipient_id = $1
 -- name: recipient_clicks
 -- Identified clicks only: a click row names a message only if the person had consented at
 -- the moment of the click (the click path decides it as it writes the row); anonymous
--- clicks name nobody and cannot be shown here. Latest first.
+-- clicks name nobody and cannot be shown here. And only while that consent stands (tracking
+-- granted, subscribed): shown to operators, they leave the person's hands, which a withdrawal
+-- forbids (privacy policy section 5); the person's own download still has them. Latest first.
 SELECT k.clicked_at, c.name AS campaign, l.name AS link_name, coalesce(ml.url, l.url) AS url,
        k.kind, k.bot_reason, k.user_agent
-FROM outbox o
+FROM recipients r
+JOIN outbox o ON o.recipient_id = r.id
 JOIN clicks k ON k.message_id = o.id
 JOIN links l ON l.id = k.link_id
 LEFT JOIN message_links ml ON ml.message_id = o.id AND ml.link_id = l.id
 JOIN campaigns c ON c.id = o.campaign_id
-WHERE o.recipient_id = $1
+WHERE r.id = $1 AND r.tracking_consent AND r.unsubscribed_at IS NULL
 ORDER BY k.clicked_at DESC, k.id DESC
 LIMIT $2
 
 -- name: recipient_click_count
-SELECT count(*) FROM outbox o JOIN clicks k ON k.message_id = o.id WHERE o.recipient_id = $1
+SELECT count(*)
+FROM recipients r JOIN outbox o ON o.recipient_id = r.id JOIN clicks k ON k.message_id = o.id
+WHERE r.id = $1 AND r.tracking_consent AND r.unsubscribed_at IS NULL
 
 -- name: recipient_id_by_email
 SELECT id FROM recipients WHERE lower(email) = lower($1)

@@ -202,8 +202,9 @@ def _serving(args, note: str):
 async def cmd_recipients_import(args, settings: Settings) -> int:
     from tracker.recipients import import_recipients
 
+    proof = consent_wording_proof(args, settings)
     async with connected(settings) as pool, pool.acquire() as conn:
-        result = await import_recipients(conn, Path(args.file))
+        result = await import_recipients(conn, Path(args.file), proof=proof)
     print(f"imported {result.imported} recipient(s) from {args.file}")
     if result.unchanged:
         print(
@@ -213,6 +214,73 @@ async def cmd_recipients_import(args, settings: Settings) -> int:
     if result.suppressed:
         print(SUPPRESSED_SKIPPED.format(result.suppressed))
     return 0
+
+
+# --- consent proof, children, exports (issue 11) ---
+def consent_wording_proof(args, settings: Settings):
+    """The import's proof: --consent-wording FILE's text, or the default naming the file."""
+    from tracker.exports import cli_actor
+    from tracker.wordings import import_default, import_proof
+
+    text = import_default(Path(args.file).name)
+    if args.consent_wording:
+        try:
+            text = Path(args.consent_wording).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise FairclickError(f"{args.consent_wording}: no such file") from None
+        except UnicodeDecodeError:
+            raise FairclickError(f"{args.consent_wording}: not UTF-8 text") from None
+        except OSError as exc:
+            raise FairclickError(
+                f"{args.consent_wording}: cannot be read ({exc.strerror})"
+            ) from None
+        if not text.strip():
+            raise FairclickError(f"{args.consent_wording}: the wording is empty")
+    return import_proof(settings, text, actor=cli_actor())
+
+
+async def cmd_recipients_history(args, settings: Settings) -> int:
+    from tracker.history import consent_history, history_as_json, history_as_table
+
+    async with connected(settings) as pool, pool.acquire() as conn:
+        history = await consent_history(conn, args.email)
+    sys.stdout.write((history_as_json if args.format == "json" else history_as_table)(history))
+    return 0
+
+
+async def cmd_recipients_unsubscribe(args, settings: Settings) -> int:
+    """An operator records an unsubscribe the person asked for outside the page."""
+    from tracker.consent import change_choices
+    from tracker.exports import cli_actor
+    from tracker.queries import SQL
+    from tracker.wordings import operator_proof
+
+    async with connected(settings) as pool, pool.acquire() as conn:
+        recipient_id = await conn.fetchval(SQL.find_recipient_by_email, args.email.strip())
+        if recipient_id is None:
+            raise FairclickError(f"nobody with the address {args.email.strip()!r} is held")
+        proof = operator_proof(settings, actor=cli_actor())
+        changes = await change_choices(
+            conn, recipient_id, subscribed=False, source="operator", proof=proof
+        )
+    print(f"unsubscribed {args.email.strip()}" if changes else "already unsubscribed: no change")
+    return 0
+
+
+def add_recipient_commands(recipients) -> None:
+    """`recipients history EMAIL` and `recipients unsubscribe EMAIL`."""
+    p = recipients.add_parser("history", help="a person's consent events and what they were shown")
+    p.add_argument("email")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(run=cmd_recipients_history)
+    p = recipients.add_parser(
+        "unsubscribe", help="record an unsubscribe the person asked for outside the page"
+    )
+    p.add_argument("email")
+    p.set_defaults(run=cmd_recipients_unsubscribe)
+
+
+# --- end consent proof, children, exports ---
 
 
 SUPPRESSED_SKIPPED = (
@@ -369,6 +437,13 @@ async def cmd_campaign_show(args, settings: Settings) -> int:
     async with connected(settings) as pool, pool.acquire() as conn:
         report = await campaign_report(conn, args.name)
         failures = await campaign_failures(conn, args.name, limit=args.failures)
+        # --- exports (issue 11): failed recipients named here leave the database: logged ---
+        if any(r["email"] is not None for r in failures["recipients"]):
+            from tracker.exports import cli_actor, log_export
+
+            await log_export(
+                conn, cli_actor(), "campaign show (failed recipients)", f"campaign {args.name}"
+            )
     if args.format == "json":
         sys.stdout.write(as_json({**report, "failures": failures}) + "\n")
     else:
@@ -397,6 +472,8 @@ def add_campaign_views(campaign) -> None:
 async def cmd_erase(args, settings: Settings) -> int:
     from tracker.consent import erase
 
+    if args.minor:
+        return await erase_minor(args, settings)
     async with connected(settings) as pool, pool.acquire() as conn:
         erased = await erase(conn, args.email)
     if not erased:
@@ -404,6 +481,26 @@ async def cmd_erase(args, settings: Settings) -> int:
     print(
         f"erased {args.email}: their data is gone; their clicks remain only as anonymous counts, "
         "and a keyed hash of the address stays on the suppression list so it is never mailed again"
+    )
+    return 0
+
+
+async def erase_minor(args, settings: Settings) -> int:
+    """erase --minor: a child's data, at once (privacy policy section 7); the address is
+    suppressed even if nobody with it is held, so no list ever brings them in."""
+    from tracker import suppressions
+    from tracker.consent import erase
+
+    email = suppressions.check_address(args.email)
+    async with connected(settings) as pool, pool.acquire() as conn:
+        erased = await erase(conn, email, reason="minor")
+        if not erased:
+            await suppressions.suppress(conn, email, "minor")
+    held = "their data is gone" if erased else "nobody with it was held"
+    print(
+        f"erased as a child's ({held}); a keyed hash of the address stays on the suppression "
+        "list (reason: minor) so it is never imported or mailed; only the count of such "
+        "erasures is kept"
     )
     return 0
 
@@ -652,7 +749,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = recipients.add_parser("import", help="import recipients from CSV or JSON lines")
     p.add_argument("file")
+    p.add_argument(
+        "--consent-wording", metavar="FILE",
+        help="the text people were shown where their consent was collected (kept as proof)",
+    )  # fmt: skip
     p.set_defaults(run=cmd_recipients_import)
+    add_recipient_commands(recipients)
 
     campaign = sub.add_parser("campaign", help="manage campaigns").add_subparsers(
         dest="campaign_command", required=True, metavar="ACTION"
@@ -702,6 +804,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("erase", help="remove a person's data, keeping anonymous counts")
     p.add_argument("email")
+    p.add_argument(
+        "--minor", action="store_true",
+        help="the person is a child under 13: erase, suppress (reason minor), count only",
+    )  # fmt: skip
     p.set_defaults(run=cmd_erase)
 
     suppression = sub.add_parser(

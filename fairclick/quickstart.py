@@ -21,6 +21,7 @@ from tracker import schema
 from tracker.bots import BURST_LINKS, BURST_SECONDS
 from tracker.database import create_pool, database_url
 from tracker.errors import FairclickError
+from tracker.exports import cli_actor
 from tracker.key_fingerprints import check_signing_key, key_source, record_tracker_keys
 from tracker.operators import for_operators
 from tracker.organisation import Organisation
@@ -29,6 +30,7 @@ from tracker.recipients import import_recipients
 from tracker.recorder import TOO_SOON_SECONDS
 from tracker.settings import Settings, SmtpTarget
 from tracker.tokens import Tokens
+from tracker.wordings import import_default, import_proof
 
 CAMPAIGN = "welcome"
 
@@ -56,7 +58,10 @@ async def quickstart(settings: Settings, *, host: str, port: int) -> int:
         settings = replace(settings, smtp=SmtpTarget("127.0.0.1", capture.port, use_tls=False))
         print(f"SMTP capture server on 127.0.0.1:{capture.port}, saving mail to {mail_dir}")
         async with pool.acquire() as conn:
-            result = await import_recipients(conn, example / "recipients.csv")
+            proof = import_proof(
+                settings, import_default("recipients.csv"), actor=cli_actor()
+            )  # consent proof (issue 11): the policy in force, who imported
+            result = await import_recipients(conn, example / "recipients.csv", proof=proof)
             print(
                 f"recipients: {result.imported} imported, {len(result.unchanged)} already there, "
                 f"{result.suppressed} suppressed (erased, bounced or complained) skipped"

@@ -26,6 +26,7 @@ import asyncpg
 from mailer import dkim
 from mailer.campaigns import compile_templates
 from mailer.compose import Composer, LinkRegistry, Recipient
+from mailer.mailbox_mail import MailboxMail
 from mailer.message import needs_smtputf8, wire_bytes
 from mailer.queries import SQL
 from tracker.database import UNREACHABLE
@@ -294,6 +295,7 @@ class Delivery:
         self._queue: asyncio.Queue = asyncio.Queue()
         self._leased: set[int] = set()
         self._composers: dict[int, Composer] = {}
+        self.mailbox_mail = MailboxMail(self.tokens, self.base_url)
         # The claimer, while it waits for the queue to run low (or for stop()).
         self._claimer_waiting: asyncio.Future | None = None
         self._low_water = 1
@@ -446,7 +448,12 @@ class Delivery:
 
     async def _deliver(self, connection: SmtpConnection, row, person) -> str:
         message_id = row["id"]
-        if person is None or not person["subscribed"] or person["suppressed"]:
+        mailbox_link = row["mailbox_link_id"]
+        # A mailbox link goes to the person who asked for it, subscribed or suppressed: it
+        # is their answer, not a campaign's mail.
+        if person is None or (
+            mailbox_link is None and (not person["subscribed"] or person["suppressed"])
+        ):
             reason = (
                 "erased before sending" if person is None
                 else "unsubscribed before sending" if not person["subscribed"]
@@ -464,8 +471,15 @@ class Delivery:
         try:
             # The pool stands in for a connection: composing needs one only for a campaign or
             # a link it has not seen yet, and acquiring one per message costs a reset query.
-            composer = await self._composer(self.pool, row["campaign_id"])
-            message = await composer.compose(self.pool, recipient, message_id)
+            if mailbox_link is not None:
+                message = await self.mailbox_mail.compose(self.pool, recipient, mailbox_link)
+                if message is None:
+                    reason = "the link expired or was used before it could be sent"
+                    await self.pool.execute(SQL.mark_skipped, message_id, reason)
+                    return "skipped"
+            else:
+                composer = await self._composer(self.pool, row["campaign_id"])
+                message = await composer.compose(self.pool, recipient, message_id)
             data = self._wire_bytes(message)
         except (asyncpg.PostgresError, OSError):
             raise

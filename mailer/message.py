@@ -216,9 +216,12 @@ def build_message(
     text: str,
     html: str | None,
     domain: str,
-    unsubscribe_url: str,
+    unsubscribe_url: str | None,
 ) -> EmailMessage:
     """text/plain alone when html is None, else multipart/alternative (text, then HTML).
+
+    unsubscribe_url None: a message the person asked for (a mailbox link), not a list's,
+    so without List-Unsubscribe.
 
     A name or subject holding control characters (the importer refuses them, but a row
     written to the database another way may hold CR/LF) goes on one line, each run of them
@@ -245,8 +248,9 @@ def build_message(
     msg.set_raw(*_PREPARED.recurring("Subject", subject))
     msg.set_raw(*_date_header())
     msg["Message-ID"] = make_msgid(domain=domain)
-    msg["List-Unsubscribe"] = f"<{unsubscribe_url}>"
-    msg.set_raw(*_ONE_CLICK)
+    if unsubscribe_url is not None:
+        msg["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        msg.set_raw(*_ONE_CLICK)
     msg.set_raw(*_MIME_VERSION)
     if html is None:
         _text_part(msg, text, "plain", ends_message=True)

@@ -40,10 +40,13 @@ ON CONFLICT (campaign_id, recipient_id) DO NOTHING
 -- Queued rows, deferred rows whose time has come, and rows whose sender died
 -- (lease expired), of active campaigns ($1 NULL: any campaign). SKIP LOCKED lets
 -- several senders share one outbox without ever taking the same row.
+-- A message of no campaign (a mailbox link, tracker/mailbox_links.py) goes with any sender:
+-- no campaign can hold it, and the person is waiting for it.
 WITH claimed AS (
     SELECT o.id FROM outbox o
-    JOIN campaigns c ON c.id = o.campaign_id AND c.status = 'active'
-    WHERE ($1::bigint IS NULL OR o.campaign_id = $1)
+    LEFT JOIN campaigns c ON c.id = o.campaign_id
+    WHERE (c.status = 'active' OR o.campaign_id IS NULL)
+      AND ($1::bigint IS NULL OR o.campaign_id = $1 OR o.campaign_id IS NULL)
       AND (o.status = 'queued'
            OR (o.status = 'deferred' AND o.retry_at <= now())
            OR (o.status = 'sending' AND o.lease_until < now()))
@@ -55,15 +58,16 @@ UPDATE outbox o
 SET status = 'sending', lease_until = now() + make_interval(secs => $3), attempts = o.attempts + 1
 FROM claimed
 WHERE o.id = claimed.id
-RETURNING o.id, o.campaign_id, o.recipient_id, o.attempts
+RETURNING o.id, o.campaign_id, o.recipient_id, o.attempts, o.mailbox_link_id
 
 -- name: extend_leases
 UPDATE outbox SET lease_until = now() + make_interval(secs => $2)
 WHERE id = ANY($1::bigint[]) AND status = 'sending'
 
 -- name: due_messages
-SELECT count(*) FROM outbox o JOIN campaigns c ON c.id = o.campaign_id AND c.status = 'active'
-WHERE ($1::bigint IS NULL OR o.campaign_id = $1)
+SELECT count(*) FROM outbox o LEFT JOIN campaigns c ON c.id = o.campaign_id
+WHERE (c.status = 'active' OR o.campaign_id IS NULL)
+  AND ($1::bigint IS NULL OR o.campaign_id = $1 OR o.campaign_id IS NULL)
   AND (o.status = 'queued'
        OR (o.status = 'deferred' AND o.retry_at <= now())
        OR (o.status = 'sending' AND o.lease_until < now()))
@@ -153,3 +157,13 @@ SELECT * FROM campaigns WHERE id = $1
 -- Rows of the campaign some sender holds (or held, if it died: the lease will lapse).
 SELECT count(*) FROM outbox
 WHERE ($1::bigint IS NULL OR campaign_id = $1) AND status = 'sending' AND NOT (id = ANY($2::bigint[]))
+
+-- name: mailbox_link_mail
+-- What the message carrying a mailbox link needs (mailer/mailbox_mail.py). Its sender: the
+-- From of the last campaign that mailed the person (the address they know us by), else of
+-- the newest campaign.
+SELECT l.action, l.expires_at, l.used_at IS NOT NULL OR l.expires_at <= now() AS dead,
+       coalesce((SELECT c.from_address FROM outbox o JOIN campaigns c ON c.id = o.campaign_id
+                 WHERE o.recipient_id = l.recipient_id ORDER BY o.id DESC LIMIT 1),
+                (SELECT from_address FROM campaigns ORDER BY id DESC LIMIT 1)) AS sender
+FROM mailbox_links l WHERE l.id = $1

@@ -34,8 +34,10 @@ TABLES = (
     "clicks, opens, message_links, outbox, links, campaigns, consent_events, recipients,"
     " suppressions, spool_replays, key_fingerprints, admins, console_sessions, api_tokens,"
     " console_actions, console_login_failures, console_login_links,"
+    " consent_wordings, erasure_counts,"
     " click_hours, click_totals, message_clicks, clickers, open_hours, message_opens, openers,"
-    " outbox_counts"
+    " outbox_counts,"
+    " mailbox_links"
 )
 
 

@@ -17,6 +17,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from conftest import free_port
 from helpers import BAD_TOKEN_KINDS, bad_tokens
+from mailed_links import deliver_queued, follow, link_in, link_messages, mailed_link, press
 from playwright.async_api import async_playwright
 
 from mailer.compose import Recipient, template_context
@@ -27,6 +28,7 @@ from tracker.pages import page_environment
 from tracker.personal_data import content_disposition, download_filename
 from tracker.settings import Settings
 from tracker.tokens import Tokens
+from tracker.wordings import page_proof
 
 NAME = "Smith & Sons <Ltd>"  # markup in it must show as text
 ADDRESS_LINES = ["1 Main Street", "Springfield, IL 62701", "USA"]
@@ -58,8 +60,11 @@ async def ann(add_recipients, pool, tracker, settings):
     return rid, f"{settings.base_url}/p/{Tokens(settings.secret_keys).preferences.encode(rid)}"
 
 
-async def every_page(http, settings, url: str) -> dict[str, tuple[int, str]]:
-    """Every page a recipient can be shown, by what led to it: {what: (status, html)}."""
+async def every_page(http, pool, settings, mailbox, rid: int, url: str) -> dict:
+    """Every page a recipient can be shown, by what led to it: {what: (status, html)}.
+
+    Download and erasure go through the one-time link, read from the captured message.
+    """
     own = {"Origin": settings.base_url}
     pages = {}
 
@@ -72,11 +77,28 @@ async def every_page(http, settings, url: str) -> dict[str, tuple[int, str]]:
     await fetch("saved", "POST", url, data=FORM, headers=own)
     await fetch("unsubscribed", "POST", url, data={**FORM, "subscribed": "no"}, headers=own)
     await fetch("bad form post", "POST", url, data={**FORM, "format": "pdf"}, headers=own)
-    await fetch("erasure not confirmed", "POST", url + "/erase", data={}, headers=own)
+    await fetch("confirmation link sent", "POST", url + "/data", headers=own)
+    assert (await press(http, settings, rid, "download"))[0] == 200
+    await deliver_queued(pool, settings)
+    download, expiring = sorted({link_in(m) for m in link_messages(mailbox, "ann@example.com")})
+    erase = await mailed_link(http, pool, settings, mailbox, rid, "erase")  # the third link
+    await fetch("too many links", "POST", url + "/erase", headers=own)  # the fourth this hour
+    await fetch("mailed download link", "GET", download)
+    await fetch("mailed erase link", "GET", erase)
+    await fetch("erasure not confirmed", "POST", erase, data={}, headers=own)
+    assert (await follow(http, download, settings))[0] == 200  # the file, not a page
+    await fetch("mailed link used", "GET", download)
+    await pool.execute(
+        "UPDATE mailbox_links SET expires_at = now() - interval '1 second'"
+        " WHERE used_at IS NULL AND action = 'download'"
+    )
+    await fetch("mailed link expired", "GET", expiring)
+    await fetch("mailed link not valid", "GET", f"{settings.base_url}/p/confirm/erase/not-a-token")
     await fetch("preference link not valid", "GET", f"{settings.base_url}/p/not-a-token")
     await fetch("tracked link not valid", "GET", f"{settings.base_url}/c/not-a-token")
-    await fetch("erased", "POST", url + "/erase", data={"confirm": "yes"}, headers=own)
+    await fetch("erased", "POST", erase, data={"confirm": "yes"}, headers=own)
     await fetch("old link after erasure", "GET", url)
+    await fetch("mailed link after erasure", "GET", erase)
     environment = page_environment(Organisation.of(settings))
     for name in FAULT_PAGES:
         pages[name] = (0, environment.get_template(name).render())
@@ -89,11 +111,19 @@ STATUS = {
     "saved": 200,
     "unsubscribed": 200,
     "bad form post": 400,
+    "confirmation link sent": 200,
+    "too many links": 429,
+    "mailed download link": 200,
+    "mailed erase link": 200,
     "erasure not confirmed": 400,
+    "mailed link used": 410,
+    "mailed link expired": 410,
+    "mailed link not valid": 404,
     "preference link not valid": 404,
     "tracked link not valid": 404,
     "erased": 200,
     "old link after erasure": 410,
+    "mailed link after erasure": 410,
 }
 
 
@@ -103,9 +133,11 @@ def footer_of(html: str) -> str | None:
     return found[0] if found else None
 
 
-async def test_every_page_says_who_we_are_where_we_are_and_links_the_policy(ann, settings, http):
-    _, url = ann
-    pages = await every_page(http, settings, url)
+async def test_every_page_says_who_we_are_where_we_are_and_links_the_policy(
+    ann, settings, http, pool, mailbox
+):
+    rid, url = ann
+    pages = await every_page(http, pool, settings, mailbox, rid, url)
     assert len(pages) == len(STATUS) + len(FAULT_PAGES)
     for what, (status, html) in pages.items():
         assert status == STATUS.get(what, 0), what
@@ -121,10 +153,12 @@ async def test_every_page_says_who_we_are_where_we_are_and_links_the_policy(ann,
 
 
 @pytest.mark.parametrize("settings", ["unset", "name only"], indirect=True)
-async def test_without_the_settings_pages_work_and_claim_nothing(ann, settings, http):
+async def test_without_the_settings_pages_work_and_claim_nothing(
+    ann, settings, http, pool, mailbox
+):
     """Nothing unset is shown empty ("Address:" and a blank), as "None", or made up."""
-    _, url = ann
-    pages = await every_page(http, settings, url)
+    rid, url = ann
+    pages = await every_page(http, pool, settings, mailbox, rid, url)
     for what, (status, html) in pages.items():
         assert status == STATUS.get(what, 0), what
         footer = footer_of(html)
@@ -170,22 +204,29 @@ async def test_unsubscribed_says_from_whom_and_offers_the_way_back(ann, settings
 
 
 @pytest.mark.parametrize("kind", BAD_TOKEN_KINDS)
-async def test_erased_old_link_says_erased_and_a_bad_one_says_not_valid(ann, settings, http, kind):
+async def test_erased_old_link_says_erased_and_a_bad_one_says_not_valid(
+    ann, settings, http, pool, mailbox, kind
+):
     rid, url = ann
     bad = f"{settings.base_url}/p/{bad_tokens(settings, rid)[kind]}"
-    async with http.post(url + "/erase", data={"confirm": "yes"},
-                         headers={"Origin": settings.base_url}) as resp:  # fmt: skip
-        assert resp.status == 200
-    for method in ("GET", "POST"):
-        async with http.request(method, url, data=FORM, headers={"Origin": settings.base_url}) as r:
+    erase = await mailed_link(http, pool, settings, mailbox, rid, "erase")
+    status, headers, _ = await follow(http, erase, settings, {"confirm": "yes"})
+    assert (status, headers["Location"]) == (303, "/erased")
+    links = await pool.fetchval("SELECT count(*) FROM mailbox_links")
+    own = {"Origin": settings.base_url}
+    # The page, its form, and its Download and Erase buttons (which would mail a link).
+    for method, endpoint in (("GET", ""), ("POST", ""), ("POST", "/data"), ("POST", "/erase")):
+        what = (method, endpoint, kind)
+        async with http.request(method, url + endpoint, data=FORM, headers=own) as r:
             html = await r.text()
-        assert r.status == 410, method
-        assert "<h1>The data behind this link was erased</h1>" in html
-        assert "not valid" not in html
-        async with http.request(method, bad, data=FORM, headers={"Origin": settings.base_url}) as r:
+        assert r.status == 410, what
+        assert "<h1>The data behind this link was erased</h1>" in html, what
+        assert "not valid" not in html, what
+        async with http.request(method, bad + endpoint, data=FORM, headers=own) as r:
             html = await r.text()
-        assert r.status == 404, (method, kind)
-        assert "This link is not valid" in html and "erased" not in html
+        assert r.status == 404, what
+        assert "This link is not valid" in html and "erased" not in html, what
+    assert await pool.fetchval("SELECT count(*) FROM mailbox_links") == links  # nothing mailed
 
 
 async def test_erase_stands_apart_from_save_and_looks_destructive(ann, http):
@@ -202,6 +243,21 @@ async def test_erase_stands_apart_from_save_and_looks_destructive(ann, http):
     assert "Save my choices" not in zone and "Download my data" not in zone
     css = re.search(r"button\.danger \{([^}]*)\}", html)[1]
     assert "background: #a4161a" in css and "color: #fff" in css  # red, 7.7:1 with white
+
+
+async def test_the_mailed_erase_link_confirms_with_a_destructive_button(
+    ann, settings, http, pool, mailbox
+):
+    rid, _ = ann
+    pages = {}
+    for action in ("erase", "download"):
+        link = await mailed_link(http, pool, settings, mailbox, rid, action)
+        async with http.get(link) as resp:
+            assert resp.status == 200
+            pages[action] = await resp.text()
+    assert '<button type="submit" class="danger">Erase my data</button>' in pages["erase"]
+    assert "It cannot be undone." in pages["erase"]
+    assert '<button type="submit">Download my data</button>' in pages["download"]
 
 
 def test_settings_from_the_environment():
@@ -235,6 +291,9 @@ def test_settings_from_the_environment():
         ("FAIRCLICK_PRIVACY_POLICY_URL", "javascript:alert(1)", "is not an http(s) address"),
         ("FAIRCLICK_PRIVACY_POLICY_URL", "https://[::1/x", "is not an http(s) address"),
         ("FAIRCLICK_PRIVACY_POLICY_URL", "https://e.com/a b", "is not an http(s) address"),
+        ("FAIRCLICK_PRIVACY_POLICY_URL", "https://e.com/\u202eftp", "is not an http(s) address"),
+        ("FAIRCLICK_PRIVACY_POLICY_URL", "https://e.com/\x1b[2J", "is not an http(s) address"),
+        ("FAIRCLICK_PRIVACY_POLICY_VERSION", "v2\u2066", "one line of at most 100"),
         ("FAIRCLICK_ORGANISATION_NAME", "Evil\x1b]0;owned\x07", "control character"),
         ("FAIRCLICK_ORGANISATION_ADDRESS", "1 Main St\\n\u202eASU", "control character"),
     ],
@@ -244,6 +303,19 @@ def test_a_malformed_setting_is_one_line_naming_it(variable, value, says):
         Settings.from_env({variable: value})
     assert str(raised.value).startswith(variable) and says in str(raised.value)
     assert "\n" not in str(raised.value)
+
+
+def test_one_policy_setting_for_the_footer_and_the_consent_proof():
+    """The consent proof (tracker/wordings.py) and the pages read the same setting."""
+    settings = Settings.from_env(
+        {
+            "FAIRCLICK_PRIVACY_POLICY_URL": "https://example.com/privacy",
+            "FAIRCLICK_PRIVACY_POLICY_VERSION": " 2026-01 ",
+        }
+    )
+    proof = page_proof(settings)
+    assert Organisation.of(settings).privacy_policy_url == proof.policy_url
+    assert (proof.policy_url, proof.policy_version) == ("https://example.com/privacy", "2026-01")
 
 
 def test_campaign_templates_see_the_organisation():
@@ -460,9 +532,9 @@ def test_download_filename_is_the_organisation_and_the_day():
 
 
 async def test_the_browser_saves_the_download_under_the_organisations_name(
-    add_recipients, pool, settings, tracker_port
+    add_recipients, pool, settings, tracker_port, mailbox
 ):
-    """Through the real page in Chromium: filename* gives the UTF-8 name."""
+    """Through the real page and the mailed link in Chromium: filename* gives the UTF-8 name."""
     zoe = replace(settings, organisation_name="Zoë & Co.")
     await add_recipients("email\nann@example.com\n")
     rid = await pool.fetchval("SELECT id FROM recipients")
@@ -476,6 +548,11 @@ async def test_the_browser_saves_the_download_under_the_organisations_name(
             )
             page = await (await browser.new_context(accept_downloads=True)).new_page()
             await page.goto(url)
+            async with page.expect_navigation():
+                await page.get_by_role("button", name="Download my data").click()
+            await deliver_queued(pool, zoe)
+            (message,) = link_messages(mailbox, "ann@example.com")
+            await page.goto(link_in(message))
             days = {datetime.now(UTC).date()}
             async with page.expect_download() as download:
                 await page.get_by_role("button", name="Download my data").click()

@@ -1,5 +1,7 @@
-"""A person's own data from their preference page: download it and erase it (both POST forms).
+"""A person's own data from their preference page: download it and erase it.
 
+The page's buttons mail a one-time link (tests/test_mailbox_proof.py tests that link
+itself); here the link is taken from the captured message and used, as the person would.
 Real mail, real clicks and opens over HTTP, real PostgreSQL. Ann and Bob both
 allowed tracking; Ann later withdraws it on her page and clicks again (an
 anonymous click, not hers to download).
@@ -13,6 +15,7 @@ from datetime import UTC, datetime
 import pytest
 from conftest import BROWSER_AGENT
 from helpers import BAD_TOKEN_KINDS, bad_tokens, pixels, tracked_links
+from mailed_links import follow, mailed_link
 
 from tracker import consent
 from tracker.consent import erase
@@ -41,6 +44,7 @@ TABLES = (
     "clicks",
     "opens",
     "suppressions",
+    "mailbox_links",
 )
 CONFIRMED = {"confirm": "yes"}
 
@@ -56,10 +60,22 @@ async def get(http, url, **headers):
 
 
 async def download(http, url, origin=None):
-    """Press "Download my data" (a POST from the page; origin None sends no Origin)."""
+    """POST to the page's "Download my data" (origin None sends no Origin)."""
     headers = {} if origin is None else {"Origin": origin}
     async with http.post(url, headers=headers, allow_redirects=False) as resp:
         return resp.status, resp.headers, await resp.read()
+
+
+async def download_by_mail(http, pool, settings, mailbox, recipient_id: int):
+    """Press "Download my data", open the mailed link, confirm: status, headers, body."""
+    link = await mailed_link(http, pool, settings, mailbox, recipient_id, "download")
+    return await follow(http, link, settings)
+
+
+async def erase_by_mail(http, pool, settings, mailbox, recipient_id: int, form=CONFIRMED):
+    """Press "Erase my data", open the mailed link, confirm: status, headers, body."""
+    link = await mailed_link(http, pool, settings, mailbox, recipient_id, "erase")
+    return await follow(http, link, settings, form)
 
 
 @pytest.fixture
@@ -167,11 +183,13 @@ NOTHING = dict.fromkeys(
 )
 
 
-async def test_download_holds_the_persons_data_and_nobody_elses(people, settings, pool, http):
+async def test_download_holds_the_persons_data_and_nobody_elses(
+    people, settings, pool, http, mailbox
+):
+    link = await mailed_link(http, pool, settings, mailbox, people["ann@example.com"], "download")
     before = await everything(pool)
-    url = page_url(settings, people["ann@example.com"], "/data")
     days = {datetime.now(UTC).date()}
-    status, headers, body = await download(http, url, origin=settings.base_url)
+    status, headers, body = await follow(http, link, settings)
     days.add(datetime.now(UTC).date())  # the day the file was made, even across midnight
     assert status == 200
     assert headers["Content-Type"] == "application/json; charset=utf-8"
@@ -196,12 +214,17 @@ async def test_download_holds_the_persons_data_and_nobody_elses(people, settings
         ("tracking", "granted", "import:recipients.csv:2"),
         ("tracking", "withdrawn", "preference page"),
     ]
-    (message,) = data["messages"]
+    message, link_message = data["messages"]
     assert (message["campaign"], message["sender"], message["status"], message["format"]) == (
         "spring",
         "news@example.com",
         "sent",
         "html",
+    )
+    # The message that brought her this link is hers too.
+    assert (link_message["campaign"], link_message["status"]) == (
+        "the link to download your data you asked for",
+        "sent",
     )
     assert message["sent_at"] and message["queued_at"] and message["message_id"]
     # The identified click only: the click on b came after she withdrew consent.
@@ -218,10 +241,10 @@ async def test_download_holds_the_persons_data_and_nobody_elses(people, settings
     text = body.decode()
     for bobs in ("bob@example.com", "Bob", "Rome", AGENTS["bob@example.com"]):
         assert bobs not in text
-    assert await everything(pool) == before  # GET changes nothing
+    after = await everything(pool)  # the download changed nothing but its link (used up)
+    assert {**after, "mailbox_links": None} == {**before, "mailbox_links": None}
 
-    bobs = page_url(settings, people["bob@example.com"], "/data")
-    _, _, body = await download(http, bobs, origin=settings.base_url)
+    _, _, body = await download_by_mail(http, pool, settings, mailbox, people["bob@example.com"])
     bob = json.loads(body)
     assert bob["recipient"]["email"] == "bob@example.com"
     assert [(c["url"], c["user_agent"]) for c in bob["clicks"]] == [
@@ -248,7 +271,7 @@ async def test_preference_page_links_to_download_and_erase(people, settings, htt
     assert f'<form method="post" action="{path}/data">' in html
     assert "<a" not in html.split("<h2>Your data</h2>", 1)[1]  # no link a crawler could follow
     assert f'<form method="post" action="{path}/erase">' in html
-    assert 'name="confirm" value="yes" required' in html
+    assert "these two buttons email a one-time link to your address" in html
     assert "we keep one thing: a keyed hash of your address" in html  # and why
 
 
@@ -299,21 +322,23 @@ async def test_tokens_from_the_mail_are_not_preference_tokens(
     ],
 )
 async def test_erase_without_confirmation_is_refused_and_erases_nothing(
-    people, settings, pool, http, form
+    people, settings, pool, http, mailbox, form
 ):
+    link = await mailed_link(http, pool, settings, mailbox, people["ann@example.com"], "erase")
     before = await everything(pool)
-    url = page_url(settings, people["ann@example.com"], "/erase")
-    async with http.post(url, data=form, headers={"Origin": settings.base_url}) as resp:
-        assert resp.status == 400
-        html = await resp.text()
+    status, _, body = await follow(http, link, settings, form)
+    assert status == 400
+    html = body.decode()
     assert "Nothing was erased" in html and "I understand this cannot be undone" in html
-    assert "Your email preferences" in html and "ann@example.com" in html
+    assert "Erase your data" in html and "ann@example.com" in html
     assert await everything(pool) == before
 
 
-async def test_erase_with_a_body_that_is_not_a_form_is_refused(people, settings, pool, http):
+async def test_erase_with_a_body_that_is_not_a_form_is_refused(
+    people, settings, pool, http, mailbox
+):
+    url = await mailed_link(http, pool, settings, mailbox, people["ann@example.com"], "erase")
     before = await everything(pool)
-    url = page_url(settings, people["ann@example.com"], "/erase")
     headers = {"Content-Type": "multipart/form-data; boundary=x", "Origin": settings.base_url}
     async with http.post(url, data=b"--x\r\nconfirm=yes\r\n", headers=headers) as resp:
         assert resp.status == 400
@@ -324,19 +349,22 @@ async def test_erase_with_a_body_that_is_not_a_form_is_refused(people, settings,
 @pytest.mark.parametrize(
     "origin", ["https://evil.example", "http://127.0.0.1:1", "null", "http://localhost"]
 )
-async def test_erase_from_another_origin_is_forbidden(people, settings, pool, http, origin):
+async def test_erase_from_another_origin_is_forbidden(
+    people, settings, pool, http, mailbox, origin
+):
+    link = await mailed_link(http, pool, settings, mailbox, people["ann@example.com"], "erase")
     before = await everything(pool)
-    url = page_url(settings, people["ann@example.com"], "/erase")
-    async with http.post(url, data=CONFIRMED, headers={"Origin": origin}) as resp:
-        assert resp.status == 403
+    for url in (page_url(settings, people["ann@example.com"], "/erase"), link):
+        async with http.post(url, data=CONFIRMED, headers={"Origin": origin}) as resp:
+            assert resp.status == 403
     assert await everything(pool) == before
 
 
 async def test_erase_while_clicks_are_held_says_try_again_and_erases_nothing(
-    people, settings, pool, http, monkeypatch
+    people, settings, pool, http, mailbox, monkeypatch
 ):
     monkeypatch.setattr(consent, "ERASURE_ATTEMPTS", 1)
-    url = page_url(settings, people["ann@example.com"], "/erase")
+    url = await mailed_link(http, pool, settings, mailbox, people["ann@example.com"], "erase")
     async with pool.acquire() as holder:
         long_write = holder.transaction()  # a retention run or a spool replay, say
         await long_write.start()
@@ -346,23 +374,27 @@ async def test_erase_while_clicks_are_held_says_try_again_and_erases_nothing(
             assert resp.status == 503
             assert resp.headers["Retry-After"] == "60"
             assert "Nothing was erased" in await resp.text()
-        assert await everything(pool) == before
+        assert await everything(pool) == before  # the link too: not used up
         await long_write.rollback()
+    status, _, _ = await follow(http, url, settings, CONFIRMED)  # so it works once they pass
+    assert status == 303
 
 
-async def test_erase_removes_the_person_and_keeps_anonymous_counts(people, settings, pool, http):
+async def test_erase_removes_the_person_and_keeps_anonymous_counts(
+    people, settings, pool, http, mailbox
+):
     ann, bob = people["ann@example.com"], people["bob@example.com"]
+    bob_data = (await download_by_mail(http, pool, settings, mailbox, bob))[2]
+    link = await mailed_link(http, pool, settings, mailbox, ann, "erase")
     anns_messages, bobs_messages = await message_ids(pool, ann), await message_ids(pool, bob)
     assert await traces(pool, ann, "ann@example.com", anns_messages) != NOTHING
     bob_before = await traces(pool, bob, "bob@example.com", bobs_messages)
-    bob_data = (await download(http, page_url(settings, bob, "/data"), settings.base_url))[2]
     async with pool.acquire() as conn:
         report_before = await campaign_report(conn, "spring")
 
-    # Who is erased comes from the token alone: an address or id in the form is ignored.
+    # Who is erased comes from the link alone: an address or id in the form is ignored.
     form = {**CONFIRMED, "email": "bob@example.com", "recipient_id": str(bob)}
-    url = page_url(settings, ann, "/erase")
-    async with http.post(url, data=form, headers={"Origin": settings.base_url}) as resp:
+    async with http.post(link, data=form, headers={"Origin": settings.base_url}) as resp:
         # Post/redirect/get: the answer to the POST is a 303 to a page naming nobody.
         assert [(r.status, r.headers["Location"]) for r in resp.history] == [(303, "/erased")]
         assert resp.status == 200
@@ -382,32 +414,35 @@ async def test_erase_removes_the_person_and_keeps_anonymous_counts(people, setti
         assert after["identified"] == before["identified"] - 1, what
         assert after["anonymous"] == before["anonymous"] + 1, what
     assert await traces(pool, bob, "bob@example.com", bobs_messages) == bob_before
-    assert (
-        json.loads((await download(http, page_url(settings, bob, "/data"), settings.base_url))[2])[
-            "clicks"
-        ]
-        == (json.loads(bob_data)["clicks"])
-    )
+    bob_after = (await download_by_mail(http, pool, settings, mailbox, bob))[2]
+    assert json.loads(bob_after)["clicks"] == json.loads(bob_data)["clicks"]
 
-    # Her token now says her data was erased (410 Gone), and does nothing else.
+    # Her page token now says her data was erased (410 Gone), and mails nothing.
+    links = await pool.fetchval("SELECT count(*) FROM mailbox_links")
     status, _, body = await get(http, page_url(settings, ann))
     assert status == 410 and "The data behind this link was erased" in body.decode()
     assert (await download(http, page_url(settings, ann, "/data"), settings.base_url))[0] == 410
-    async with http.post(url, data=CONFIRMED, headers={"Origin": settings.base_url}) as resp:
+    erase_url = page_url(settings, ann, "/erase")
+    async with http.post(erase_url, headers={"Origin": settings.base_url}) as resp:
         assert resp.status == 410
+    assert await pool.fetchval("SELECT count(*) FROM mailbox_links") == links
+    # The mailed link says what happened.
+    status, _, body = await follow(http, link, settings, CONFIRMED)
+    assert status == 410 and b"Your data was erased" in body
 
 
 async def test_erasure_from_the_page_leaves_what_the_command_line_leaves(
-    people, settings, pool, http
+    people, settings, pool, http, mailbox
 ):
-    """Ann erased on her page, Bob with `fairclick erase`'s function: the same is left."""
+    """Ann erased through her mailed link, Bob (who asked for one too, and left it) with
+    `fairclick erase`'s function: the same is left."""
     ann, bob = people["ann@example.com"], people["bob@example.com"]
+    anns_link = await mailed_link(http, pool, settings, mailbox, ann, "erase")
+    await mailed_link(http, pool, settings, mailbox, bob, "erase")
     anns_messages, bobs_messages = await message_ids(pool, ann), await message_ids(pool, bob)
-    headers = {"Origin": settings.base_url}
-    async with http.post(
-        page_url(settings, ann, "/erase"), data=CONFIRMED, headers=headers
-    ) as resp:
-        assert resp.status == 200
+    assert len(anns_messages) == len(bobs_messages) == 2  # the campaign's and the link's
+    status, _, _ = await follow(http, anns_link, settings, CONFIRMED)
+    assert status == 303
     async with pool.acquire() as conn:
         assert await erase(conn, " BOB@example.com")
 
@@ -430,7 +465,10 @@ async def test_erasure_from_the_page_leaves_what_the_command_line_leaves(
     assert (
         await left(anns_messages)
         == await left(bobs_messages)
-        == [("sent", "html", None, None, True)]
+        == [("sent", "html", None, None, True)] * 2
     )
+    # The links name nobody either; they differ only in whether one was used.
+    links = await pool.fetch("SELECT recipient_id, action FROM mailbox_links ORDER BY id")
+    assert [tuple(r) for r in links] == [(None, "erase"), (None, "erase")]
     assert await pool.fetchval("SELECT count(*) FROM clicks") == 3
     assert await pool.fetchval("SELECT count(*) FROM clicks WHERE message_id IS NOT NULL") == 0

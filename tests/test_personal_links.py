@@ -20,10 +20,10 @@ from urllib.parse import quote, quote_plus
 import pytest
 from conftest import TEST_KEY
 from helpers import tracked_links
+from mailed_links import mailed_link
 
 from mailer.preview import preview_message
 from tracker.reports import as_csv, as_json, as_table, campaign_report
-from tracker.tokens import Tokens
 
 PEOPLE = (
     "email,name,format,tracking_consent,city,homepage\n"
@@ -205,7 +205,7 @@ async def test_the_report_counts_a_templated_link_once_as_the_template_wrote_it(
 
 
 async def test_erasure_leaves_no_trace_in_any_column_and_old_links_still_lead_somewhere(
-    mail, http, pool, settings, db_url, tmp_path
+    mail, http, pool, settings, db_url, tmp_path, mailbox
 ):
     links, _ = mail
     for email in (ANN, BOB):
@@ -219,9 +219,9 @@ async def test_erasure_leaves_no_trace_in_any_column_and_old_links_still_lead_so
     erased = fairclick(db_url, tmp_path, "erase", ANN)
     assert erased.returncode == 0, erased.stderr
     bob_id = await pool.fetchval("SELECT id FROM recipients WHERE email = $1", BOB)
-    page = Tokens(settings.secret_keys).preferences.encode(bob_id)
+    link = await mailed_link(http, pool, settings, mailbox, bob_id, "erase")  # from his page
     async with http.post(
-        f"{settings.base_url}/p/{page}/erase",
+        link,
         data={"confirm": "yes"},
         headers={"Origin": settings.base_url},
     ) as resp:
@@ -259,14 +259,14 @@ async def test_erasure_leaves_no_trace_in_any_column_and_old_links_still_lead_so
             assert not any(form in text for form in forms(value)), shape
 
 
-async def test_the_download_holds_the_links_made_for_the_person(mail, http, pool, settings):
+async def test_the_download_holds_the_links_made_for_the_person(
+    mail, http, pool, settings, mailbox
+):
     links, _ = mail
     assert (await follow(http, links[ANN]["who"]))[0] == 302
     ann_id = await pool.fetchval("SELECT id FROM recipients WHERE email = $1", ANN)
-    page = Tokens(settings.secret_keys).preferences.encode(ann_id)
-    async with http.post(
-        f"{settings.base_url}/p/{page}/data", headers={"Origin": settings.base_url}
-    ) as resp:
+    link = await mailed_link(http, pool, settings, mailbox, ann_id, "download")  # from her page
+    async with http.post(link, headers={"Origin": settings.base_url}) as resp:
         assert resp.status == 200
         data = json.loads(await resp.read())
     made = {

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from mailed_links import deliver_queued, link_in, link_messages
 from playwright.async_api import async_playwright, expect
 
 from tracker.tokens import Tokens
@@ -96,16 +97,30 @@ async def test_switch_to_text_only_and_withdraw_tracking(browser, ann, pool, tmp
     assert all(u.startswith(url) for _, u in requests), requests  # nothing fetched elsewhere
 
 
-async def test_erase_my_data_after_ticking_the_confirmation(browser, ann, pool, http):
+async def test_erase_my_data_through_the_mailed_link(browser, ann, pool, http, settings, mailbox):
+    """Erase on the page mails a link; the link from the captured message, confirmed, erases."""
     rid, url = ann
     context = await browser.new_context()
     page = await context.new_page()
     assert (await page.goto(url)).status == 200
 
+    async with page.expect_navigation():
+        await page.get_by_role("button", name="Erase my data").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Check your email")
+    await expect(page.get_by_role("status")).to_have_text("We sent a link to a…@example.com.")
+    assert await pool.fetchval("SELECT count(*) FROM recipients WHERE id = $1", rid) == 1
+
+    await deliver_queued(pool, settings)  # what `fairclick worker` does
+    (message,) = link_messages(mailbox, "ann@example.com")
+    link = link_in(message)
+    assert (await page.goto(link)).status == 200
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Erase your data")
+    await expect(page.get_by_text("ann@example.com")).to_be_visible()
+
     # Without the tick the browser does not send the form at all (the box is required).
     erase = page.get_by_role("button", name="Erase my data")
     await erase.click()
-    assert page.url == url
+    assert page.url == link
     assert await pool.fetchval("SELECT count(*) FROM recipients WHERE id = $1", rid) == 1
 
     await page.get_by_label("I understand this cannot be undone").check()
@@ -119,6 +134,9 @@ async def test_erase_my_data_after_ticking_the_confirmation(browser, ann, pool, 
     # Reloading shows the same answer (no form is sent again to a link naming nobody now).
     assert (await page.reload()).status == 200
     await expect(page.get_by_role("heading", level=1)).to_have_text("Your data is erased")
+    # The mailed link, opened again, says so.
+    assert (await page.goto(link)).status == 410
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Your data was erased")
     await context.close()
 
     assert await pool.fetchval("SELECT count(*) FROM recipients WHERE id = $1", rid) == 0
@@ -130,11 +148,20 @@ async def test_erase_my_data_after_ticking_the_confirmation(browser, ann, pool, 
         assert resp.status == 410  # her old link: "The data behind this link was erased"
 
 
-async def test_download_link_answers_a_json_attachment(browser, ann, pool):
+async def test_download_through_the_mailed_link_answers_a_json_attachment(
+    browser, ann, pool, settings, mailbox
+):
     rid, url = ann
     context = await browser.new_context(accept_downloads=True)
     page = await context.new_page()
     await page.goto(url)
+    async with page.expect_navigation():
+        await page.get_by_role("button", name="Download my data").click()
+    await expect(page.get_by_role("status")).to_have_text("We sent a link to a…@example.com.")
+    await deliver_queued(pool, settings)
+    (message,) = link_messages(mailbox, "ann@example.com")
+    await page.goto(link_in(message))
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Download your data")
     days = {datetime.now(UTC).date()}
     async with page.expect_download() as download_info:
         await page.get_by_role("button", name="Download my data").click()

@@ -2,10 +2,13 @@
 320 px wide and 200 % zoom.
 
 Every page the public tracker shows a recipient is checked in each state it can be in:
-the home page, the preference page (as it comes, saved, unsubscribed, a bad form post, an
-erasure not confirmed), the erasure's answer, an erased person's old link, a link that is
+the home page, the preference page (as it comes, saved, unsubscribed, a bad form post), the
+answer of its Download and Erase buttons (a confirmation link sent, or too many this hour),
+the mailed one-time link's page (download, erase, an erasure not confirmed, the link used,
+expired or not valid), the erasure's answer, an erased person's old links, a link that is
 not valid, and the three pages only a fault shows (a busy erasure, a database away, a link
 made from erased data), which are rendered from their templates with the real renderer.
+The mailed links are read out of the messages the real delivery put in the SMTP capture.
 axe-core is the copy bundled in axe-playwright-python: nothing is fetched from elsewhere,
 and the browser is kept to the loopback tracker (any other request fails the test).
 """
@@ -16,6 +19,7 @@ from dataclasses import replace
 
 import pytest
 from axe_playwright_python.async_playwright import Axe
+from mailed_links import deliver_queued, follow, link_in, link_messages
 from playwright.async_api import async_playwright, expect
 
 from tracker.organisation import Organisation
@@ -110,13 +114,23 @@ async def axe_violations(page) -> str | None:
     return results.generate_report()
 
 
-async def submit(page, button_name: str) -> None:
-    """Press a button (by mouse: the keyboard has its own test) and wait for the answer."""
-    async with page.expect_navigation():
+async def submit(page, button_name: str) -> int:
+    """Press a button (by mouse: the keyboard has its own test), wait for the answer: status."""
+    async with page.expect_navigation() as navigation:
         await page.get_by_role("button", name=button_name, exact=True).click()
+    return (await navigation.value).status
 
 
-async def each_state(page, settings, url: str):
+async def new_link(pool, settings, mailbox, action: str, seen: set[str]) -> str:
+    """Deliver what is queued (as `fairclick worker` does); the one new mailed link for action."""
+    await deliver_queued(pool, settings)
+    links = {link_in(m) for m in link_messages(mailbox, LONG_EMAIL)} - seen
+    seen |= links
+    (link,) = [link for link in links if f"/p/confirm/{action}/" in link]
+    return link
+
+
+async def each_state(page, settings, url: str, pool, mailbox, http):
     """Drive one browser page through every state of the recipient's pages.
 
     Yields (state, HTTP status) with the page showing that state.
@@ -127,39 +141,76 @@ async def each_state(page, settings, url: str):
     yield "preferences", response.status
 
     await page.get_by_label("Text-only email", exact=True).check()
-    await submit(page, "Save my choices")
-    yield "saved", 200
+    yield "saved", await submit(page, "Save my choices")
 
     await page.get_by_label("Unsubscribe me").check()
-    await submit(page, "Save my choices")
+    status = await submit(page, "Save my choices")
     await expect(page.get_by_role("heading", level=2, name="You are unsubscribed")).to_be_visible()
-    yield "unsubscribed (saved)", 200
+    yield "unsubscribed (saved)", status
     response = await page.goto(url)
     yield "unsubscribed (visited later)", response.status
 
-    await submit(page, "Subscribe me again")
-    yield "resubscribed", 200
+    yield "resubscribed", await submit(page, "Subscribe me again")
 
     # A form the page would never send (a value changed in the page): the 400 page.
     await page.locator("input[name=format][value=html]").evaluate("e => e.value = 'pdf'")
     await page.get_by_label("HTML email", exact=True).check()
-    await submit(page, "Save my choices")
+    status = await submit(page, "Save my choices")
     await expect(page.get_by_role("alert")).to_contain_text("Choose HTML or text-only email.")
-    yield "bad form post", 400
+    yield "bad form post", status
 
-    # Erasure without the confirmation (the browser's own check taken away): the 400 page.
+    # Download and Erase only mail a one-time link; the fourth in an hour is refused.
+    seen: set[str] = set()
     await page.goto(url)
+    status = await submit(page, "Download my data")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Check your email")
+    yield "confirmation link sent (download)", status
+    download = await new_link(pool, settings, mailbox, "download", seen)
+    await page.goto(url)
+    status = await submit(page, "Erase my data")
+    await expect(page.get_by_role("status")).to_contain_text("We sent a link to a…@")
+    yield "confirmation link sent (erase)", status
+    erase = await new_link(pool, settings, mailbox, "erase", seen)
+    await page.goto(url)
+    assert await submit(page, "Download my data") == 200  # the third this hour
+    expiring = await new_link(pool, settings, mailbox, "download", seen)
+    await page.goto(url)
+    status = await submit(page, "Erase my data")
+    await expect(page.get_by_role("alert")).to_contain_text("No new email was sent.")
+    yield "too many links", status
+
+    # The mailed download link: its page, then used (by the person, elsewhere), expired.
+    response = await page.goto(download)
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Download your data")
+    yield "mailed download link", response.status
+    assert (await follow(http, download, settings))[0] == 200  # the file itself
+    response = await page.goto(download)
+    yield "mailed link used", response.status
+    await pool.execute(
+        "UPDATE mailbox_links SET expires_at = now() - interval '1 second'"
+        " WHERE used_at IS NULL AND action = 'download'"
+    )
+    response = await page.goto(expiring)
+    yield "mailed link expired", response.status
+    response = await page.goto(f"{settings.base_url}/p/confirm/erase/not-a-token")
+    yield "mailed link not valid", response.status
+
+    # The mailed erase link: without the confirmation (the browser's own check taken away)
+    # the 400 page, then confirmed.
+    response = await page.goto(erase)
+    yield "mailed erase link", response.status
     await page.locator("input[name=confirm]").evaluate("e => e.required = false")
-    await submit(page, "Erase my data")
+    status = await submit(page, "Erase my data")
     await expect(page.get_by_role("alert")).to_contain_text("Nothing was erased.")
-    yield "erasure not confirmed", 400
+    yield "erasure not confirmed", status
 
     await page.get_by_label("I understand this cannot be undone").check()
-    await submit(page, "Erase my data")
-    yield "erased", 200
+    yield "erased", await submit(page, "Erase my data")
 
     response = await page.goto(url)
     yield "old link after erasure", response.status
+    response = await page.goto(erase)
+    yield "mailed link after erasure", response.status
 
     response = await page.goto(f"{settings.base_url}/p/not-a-token")
     yield "preference link not valid", response.status
@@ -170,8 +221,23 @@ async def each_state(page, settings, url: str):
 EXPECTED_STATUS = {
     "home": 200,
     "preferences": 200,
+    "saved": 200,
+    "unsubscribed (saved)": 200,
     "unsubscribed (visited later)": 200,
+    "resubscribed": 200,
+    "bad form post": 400,
+    "confirmation link sent (download)": 200,
+    "confirmation link sent (erase)": 200,
+    "too many links": 429,
+    "mailed download link": 200,
+    "mailed link used": 410,
+    "mailed link expired": 410,
+    "mailed link not valid": 404,
+    "mailed erase link": 200,
+    "erasure not confirmed": 400,
+    "erased": 200,
     "old link after erasure": 410,
+    "mailed link after erasure": 410,
     "preference link not valid": 404,
     "tracked link not valid": 404,
 }
@@ -186,18 +252,18 @@ async def fault_pages(page, settings):
 
 
 async def test_axe_finds_no_wcag_21_aa_violation_on_any_page_in_any_state(
-    new_page, person, settings
+    new_page, person, settings, pool, mailbox, http
 ):
     _, url = person
     page = await new_page()
     seen = []
-    async for state, status in each_state(page, settings, url):
-        assert status == EXPECTED_STATUS.get(state, status), state
+    async for state, status in each_state(page, settings, url, pool, mailbox, http):
+        assert status == EXPECTED_STATUS[state], state
         seen.append(state)
         assert (report := await axe_violations(page)) is None, f"{state}: {report}"
     async for name in fault_pages(page, settings):
         assert (report := await axe_violations(page)) is None, f"{name}: {report}"
-    assert len(seen) == 12
+    assert seen == list(EXPECTED_STATUS)
 
 
 async def check_fits(page, width: int, what: str) -> None:
@@ -220,13 +286,14 @@ async def check_fits(page, width: int, what: str) -> None:
     ids=["320px", "200% zoom (640 css px at scale 2)"],
 )
 async def test_every_page_fits_a_small_screen_and_200_percent_zoom(
-    new_page, person, settings, width, scale
+    new_page, person, settings, pool, mailbox, http, width, scale
 ):
     """WCAG 1.4.10 reflow at 320 CSS px, and 1.4.4 at 200 %: a 1280 px window zoomed to
     200 % lays pages out in 640 CSS px, drawn with 2 device pixels per CSS pixel."""
     _, url = person
     page = await new_page(viewport={"width": width, "height": 640}, device_scale_factor=scale)
-    async for state, _ in each_state(page, settings, url):
+    async for state, status in each_state(page, settings, url, pool, mailbox, http):
+        assert status == EXPECTED_STATUS[state], state
         await check_fits(page, width, state)
     async for name in fault_pages(page, settings):
         await check_fits(page, width, name)
@@ -277,10 +344,11 @@ async def choices(pool, rid):
     return tuple(row) if row else None
 
 
-async def test_keyboard_alone_completes_every_flow(new_page, person, settings, pool):
+async def test_keyboard_alone_completes_every_flow(new_page, person, settings, pool, mailbox):
     """No mouse: Tab to a control, Space or Enter to press it; in a radio group the arrow
     keys choose (browsers stop Tab at the group's checked radio only, as the ARIA radio
-    group pattern says), so they are the only other keys used."""
+    group pattern says), so they are the only other keys used. The mailed links are opened
+    as a mail program would open them (a new address in the browser)."""
     rid, url = person
     page = await new_page(accept_downloads=True)
     await page.goto(url)
@@ -317,11 +385,30 @@ async def test_keyboard_alone_completes_every_flow(new_page, person, settings, p
     await press_and_wait(page, "Enter")
     assert await choices(pool, rid) == ("text", True, True)
 
-    # The data download (Enter), then erasure: tick with Space, press with Enter.
+    # The data download: Download (Enter) mails a link; back to the page by keyboard; the
+    # mailed link, opened from the message, downloads with Enter.
+    seen: set[str] = set()
+    await tab_to(page, "Download my data", tag="button", text="Download my data")
+    await press_and_wait(page, "Enter")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Check your email")
+    await tab_to(page, "the way back", tag="a", text="Back to your email preferences")
+    await press_and_wait(page, "Enter")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Your email preferences")
+    await page.goto(await new_link(pool, settings, mailbox, "download", seen))
     await tab_to(page, "Download my data", tag="button", text="Download my data")
     async with page.expect_download() as download:
         await page.keyboard.press("Enter")
     assert (await download.value).suggested_filename.endswith(".json")
+    assert await pool.fetchval("SELECT used_at IS NOT NULL FROM mailbox_links") is True
+
+    # Erasure: Erase (Space) mails a link; on the mailed link's page tick with Space, press
+    # with Enter.
+    await page.goto(url)
+    await tab_to(page, "Erase my data", tag="button", text="Erase my data")
+    await press_and_wait(page, "Space")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Check your email")
+    assert await choices(pool, rid) == ("text", True, True)  # the button alone erases nothing
+    await page.goto(await new_link(pool, settings, mailbox, "erase", seen))
     await tab_to(page, "the erasure confirmation", name="confirm", checked=False)
     await page.keyboard.press("Space")
     await tab_to(page, "Erase my data", tag="button", text="Erase my data")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from helpers import pixels, tracked_links
+from mailed_links import mailed_link
 
 from tracker.tokens import Tokens
 
@@ -102,11 +103,9 @@ async def test_pages_send_their_security_headers(settings, http, ann, page):
     assert "script-src" not in directives  # default-src 'none' forbids every script
 
 
-async def test_the_data_download_is_not_sniffed_or_cached(settings, http, ann):
-    token = Tokens(settings.secret_keys).preferences.encode(ann[0])
-    async with http.post(
-        f"{settings.base_url}/p/{token}/data", headers={"Origin": settings.base_url}
-    ) as response:
+async def test_the_data_download_is_not_sniffed_or_cached(settings, http, ann, pool, mailbox):
+    link = await mailed_link(http, pool, settings, mailbox, ann[0], "download")
+    async with http.post(link, headers={"Origin": settings.base_url}) as response:
         assert response.status == 200
         assert_headers(
             response,

@@ -25,6 +25,8 @@ from tracker.keys import (
     TOKENS,
 )
 from tracker.logs import route_of
+from tracker.mailbox_links import SQL as MAILBOX_SQL
+from tracker.mailbox_pages import confirm, show_confirmation
 from tracker.opens import open_pixel
 from tracker.operators import operators_listener
 from tracker.organisation import Organisation
@@ -54,7 +56,7 @@ async def _prepare_all(pool: asyncpg.Pool) -> None:
     """Prepare every tracker statement once, so a broken query fails the start, not a click."""
     async with pool.acquire() as conn:
         await schema.ensure_current(conn)
-        for sql in vars(SQL).values():
+        for sql in (*vars(SQL).values(), *vars(MAILBOX_SQL).values()):
             await conn.prepare(sql)
         await ensure_partitions(conn)
 
@@ -141,4 +143,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None) -> web.A
     app.router.add_post("/p/{token}/data", download_data, name="personal_data")
     app.router.add_post("/p/{token}/erase", erase_data, name="erase")
     app.router.add_get("/erased", show_erased)
+    # The one-time links those two mail (tracker/mailbox_pages.py): GET shows, POST acts.
+    app.router.add_get("/p/confirm/{action}/{token}", show_confirmation, name="mailbox_link")
+    app.router.add_post("/p/confirm/{action}/{token}", confirm)
     return app

@@ -21,7 +21,6 @@ import asyncpg
 from tracker.queries import SQL
 from tracker.settings import Settings
 
-FILENAME = "fairclick-data.json"
 NOT_INCLUDED = (
     "Clicks and opens recorded without your tracking consent are stored anonymously "
     "(the link or campaign and the time only), are not linked to you and so are not "
@@ -45,6 +44,29 @@ def _when(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
+def consent_event(e: asyncpg.Record) -> dict:
+    """A consent event (SQL.consent_history) with its proof: the full wording the person was
+    shown, its version and SHA-256, the privacy policy in force, the channel and actor."""
+    digest = e["wording_sha256"]
+    return {
+        "what": e["kind"],
+        "value": e["value"],
+        "source": e["source"],
+        "channel": e["channel"],
+        "at": _when(e["created_at"]),
+        "recorded_by": e["actor"],
+        "wording": None
+        if digest is None
+        else {
+            "shown_for": e["wording_purpose"],
+            "version": e["wording_version"],
+            "sha256": digest.hex(),
+            "text": e["wording_text"],
+        },
+        "privacy_policy": {"url": e["policy_url"], "version": e["policy_version"]},
+    }
+
+
 def _event(row: asyncpg.Record, at: str, **about) -> dict:
     """A click or an open as the person sees it (about: what only clicks have)."""
     return {
@@ -65,7 +87,7 @@ async def personal_data(conn: asyncpg.Connection, recipient_id: int) -> dict | N
         person = await conn.fetchrow(SQL.personal_recipient, recipient_id)
         if person is None:
             return None
-        events = await conn.fetch(SQL.consent_events_of, recipient_id)
+        events = await conn.fetch(SQL.consent_history, recipient_id)
         messages = await conn.fetch(SQL.personal_messages, recipient_id)
         links = await conn.fetch(SQL.personal_message_links, recipient_id)
         clicks = await conn.fetch(SQL.personal_clicks, recipient_id)
@@ -84,15 +106,7 @@ async def personal_data(conn: asyncpg.Connection, recipient_id: int) -> dict | N
             "unsubscribed_at": _when(person["unsubscribed_at"]),
             "created_at": _when(person["created_at"]),
         },
-        "consent_events": [
-            {
-                "what": e["kind"],
-                "value": e["value"],
-                "source": e["source"],
-                "at": _when(e["created_at"]),
-            }
-            for e in events
-        ],
+        "consent_events": [consent_event(e) for e in events],
         "messages": [
             {
                 "campaign": m["campaign"],

@@ -1,8 +1,8 @@
 """The preference page /p/TOKEN: GET shows the choices, POST changes them (and RFC 8058).
 
-/p/TOKEN/data downloads everything held about the person (POST from the page, read-only:
-a link scanner or prefetcher that follows links from the page must not fetch it);
-/p/TOKEN/erase erases it (POST, confirmed, same origin only).
+/p/TOKEN/data and /p/TOKEN/erase (POST, same origin only) download or erase nothing: the
+page is a bearer link, so they mail the address a one-time link that does
+(tracker/mailbox_links.py, tracker/mailbox_pages.py).
 """
 
 from __future__ import annotations
@@ -15,22 +15,16 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
-from tracker.consent import change_choices, current_choices, erase_recipient
-from tracker.errors import ErasureBusy
+from tracker.consent import change_choices, current_choices
 from tracker.keys import PAGES, POOL, SETTINGS, TOKENS
+from tracker.mailbox_links import LINK_MINUTES, Requested, request_link
 from tracker.pages import render_page
-from tracker.personal_data import (
-    as_json,
-    content_disposition,
-    download_filename,
-    personal_data,
-)
 from tracker.queries import SQL
 from tracker.tokens import PLACEHOLDER_ID
+from tracker.wordings import PAGE, one_click_proof, page_proof
 
 ONE_CLICK_BODY = b"List-Unsubscribe=One-Click"
 _YES_NO = {"yes": True, "no": False}
-ERASE_CONFIRMATION = "I understand this cannot be undone"
 
 
 def _recipient_id(request: web.Request) -> int | None:
@@ -59,10 +53,10 @@ async def _page(request: web.Request, recipient_id: int, *, status=200, **extra)
         action=_url(request, "preferences"),
         data_url=_url(request, "personal_data"),
         erase_url=_url(request, "erase"),
-        erase_confirmation=ERASE_CONFIRMATION,
+        wording=PAGE,  # the questions' texts, kept as proof of what was shown (wordings.py)
+        link_minutes=LINK_MINUTES,
         saved=extra.pop("saved", False),
         problems=extra.pop("problems", []),
-        erase_problem=extra.pop("erase_problem", None),
     )
 
 
@@ -145,8 +139,9 @@ async def change_preferences(request: web.Request) -> web.Response:
             if await current_choices(conn, recipient_id) is None:
                 return await _gone(request, conn)
             await change_choices(
-                conn, recipient_id, subscribed=False, source="one-click unsubscribe"
-            )
+                conn, recipient_id, subscribed=False, source="one-click unsubscribe",
+                proof=one_click_proof(request.app[SETTINGS]),
+            )  # fmt: skip
         sender = request.app[SETTINGS].organisation_name or "these emails"
         return web.Response(
             text=f"You are unsubscribed from {sender}.\n", headers={"Cache-Control": "no-store"}
@@ -175,16 +170,29 @@ async def change_preferences(request: web.Request) -> web.Response:
     async with pool.acquire() as conn:
         if await current_choices(conn, recipient_id) is None:
             return await _gone(request, conn)
-        await change_choices(conn, recipient_id, source="preference page", **choices)
+        await change_choices(
+            conn, recipient_id, source="preference page",
+            proof=page_proof(request.app[SETTINGS]), **choices,
+        )  # fmt: skip
     # Post/redirect/get: reloading the page never posts the form again.
     raise web.HTTPSeeOther(request.path + "?saved=1", headers={"Cache-Control": "no-store"})
 
 
 async def download_data(request: web.Request) -> web.Response:
-    """POST /p/TOKEN/data: a JSON file of everything held about the person; changes nothing.
+    """POST /p/TOKEN/data: mail the address a one-time link to the download; nothing more."""
+    return await _mail_a_link(request, "download")
 
-    A form button, not a link: mail security gateways and prefetchers fetch the links of
-    the pages they open, and would take the person's data with them.
+
+async def erase_data(request: web.Request) -> web.Response:
+    """POST /p/TOKEN/erase: mail the address a one-time link to the erasure; nothing more."""
+    return await _mail_a_link(request, "erase")
+
+
+async def _mail_a_link(request: web.Request, action: str) -> web.Response:
+    """Queue the link (the worker mails it) and say where it went, or that enough went already.
+
+    Who gets it comes from the signed token only. Same origin only: another site must not
+    make us mail people.
     """
     recipient_id = _recipient_id(request)
     if recipient_id is None:
@@ -192,52 +200,24 @@ async def download_data(request: web.Request) -> web.Response:
     if not _same_origin(request):
         return _other_origin()
     async with request.app[POOL].acquire() as conn:
-        data = await personal_data(conn, recipient_id)
-    if data is None:
-        return await _gone(request)
-    return web.Response(
-        text=as_json(data),
-        content_type="application/json",
-        headers={
-            "Content-Disposition": content_disposition(
-                download_filename(request.app[SETTINGS], datetime.now(UTC).date())
-            ),
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-            "X-Robots-Tag": "noindex",
-            "Referrer-Policy": "same-origin",
-        },
+        outcome = await request_link(conn, recipient_id, action)
+        if outcome is None:
+            return await _gone(request, conn)
+    sent = isinstance(outcome, Requested)
+    response = render_page(
+        request.app[PAGES],
+        "link_sent.html",
+        status=200 if sent else 429,
+        action=action,
+        outcome=outcome,
+        sent=sent,
+        link_minutes=LINK_MINUTES,
+        page_url=_url(request, "preferences"),
     )
-
-
-async def erase_data(request: web.Request) -> web.Response:
-    """POST /p/TOKEN/erase: erase the person the token names, once they confirmed it.
-
-    Who is erased comes from the signed token only, never from the form.
-    """
-    recipient_id = _recipient_id(request)
-    if recipient_id is None:
-        return await _gone(request)
-    if not _same_origin(request):
-        return _other_origin()
-    form, unreadable = await _form(request)
-    if unreadable or form.get("confirm") != "yes":
-        why = unreadable or f"Tick “{ERASE_CONFIRMATION}” to erase your data."
-        return await _page(
-            request, recipient_id, status=400, erase_problem=f"Nothing was erased. {why}"
-        )
-    try:
-        async with request.app[POOL].acquire() as conn:
-            erased = await erase_recipient(conn, recipient_id)
-    except ErasureBusy:
-        response = render_page(request.app[PAGES], "erase_later.html", status=503)
-        response.headers["Retry-After"] = "60"
-        return response
-    if not erased:
-        return await _gone(request)
-    # Post/redirect/get: reloading the answer shows it again instead of re-posting to a
-    # link that names nobody any more.
-    raise web.HTTPSeeOther("/erased", headers={"Cache-Control": "no-store"})
+    if not sent:
+        wait = (outcome.try_after - datetime.now(UTC)).total_seconds()
+        response.headers["Retry-After"] = str(max(1, int(wait)))
+    return response
 
 
 async def show_erased(request: web.Request) -> web.Response:

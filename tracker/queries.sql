@@ -23,6 +23,47 @@ INSERT INTO consent_events (recipient_id, kind, value, source) VALUES ($1, $2, $
 -- name: consent_events_of
 SELECT kind, value, source, created_at FROM consent_events WHERE recipient_id = $1 ORDER BY id
 
+-- name: log_consent_event_with_proof
+-- Consent proof (issue 11): what the person was shown ($6, a consent_wordings hash), the
+-- privacy policy in force, the channel, and who recorded it when not the person.
+INSERT INTO consent_events
+    (recipient_id, kind, value, source, channel, wording_sha256, policy_url, policy_version, actor)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+
+-- name: consent_history
+-- A person's consent events with the wording each refers to (history, data download).
+SELECT e.kind, e.value, e.source, e.channel, e.created_at, e.policy_url, e.policy_version,
+       e.actor, e.wording_sha256, w.purpose AS wording_purpose, w.version AS wording_version,
+       w.text AS wording_text
+FROM consent_events e LEFT JOIN consent_wordings w ON w.sha256 = e.wording_sha256
+WHERE e.recipient_id = $1
+ORDER BY e.id
+
+-- name: wording_known
+SELECT true FROM consent_wordings WHERE sha256 = $1
+
+-- name: lock_wordings
+-- Held by the first use of a new wording until its transaction ends (tracker/wordings.py).
+SELECT pg_advisory_xact_lock($1)
+
+-- name: remember_wording
+INSERT INTO consent_wordings (sha256, purpose, version, text)
+SELECT $1, $2, coalesce(max(version), 0) + 1, $3 FROM consent_wordings WHERE purpose = $2
+ON CONFLICT (sha256) DO NOTHING
+
+-- name: wording_by_hash
+SELECT purpose, version, text, first_used_at FROM consent_wordings WHERE sha256 = $1
+
+-- name: count_erasure
+-- That an erasure happened, why, and on which day: nothing that names or links to anyone.
+INSERT INTO erasure_counts (day, reason, erasures) VALUES (current_date, $1, 1)
+ON CONFLICT (day, reason) DO UPDATE SET erasures = erasure_counts.erasures + 1
+
+-- name: log_export
+-- An export of identified data outside the console (the person's download, the CLI): into
+-- the same log of actions the console writes (console/queries.sql log_action).
+INSERT INTO console_actions (actor, action, subject) VALUES ($1, $2, $3)
+
 -- name: existing_emails
 SELECT lower(email) AS email FROM recipients WHERE lower(email) = ANY($1::text[])
 
@@ -69,9 +110,10 @@ UPDATE outbox SET smtp_reply = NULL, recipient_id = NULL WHERE recipient_id = $1
 
 -- name: suppress_erased
 -- The keyed hash of the address is all that erasure keeps, so the person is never mailed
--- again; it says "erased" and when, whatever it said before (a bounce, say).
-INSERT INTO suppressions (address_hash, reason) VALUES (suppression_hash($1), 'erased')
-ON CONFLICT (address_hash) DO UPDATE SET reason = 'erased', created_at = now()
+-- again; it says "erased" (or "minor": a child's data, erased on discovery) and when,
+-- whatever it said before (a bounce, say).
+INSERT INTO suppressions (address_hash, reason) VALUES (suppression_hash($1), $2)
+ON CONFLICT (address_hash) DO UPDATE SET reason = $2, created_at = now()
 
 -- name: delete_recipient
 DELETE FROM recipients WHERE id = $1
@@ -91,9 +133,13 @@ SELECT email, name, attributes::text AS attributes, format, tracking_consent,
 FROM recipients WHERE id = $1
 
 -- name: personal_messages
-SELECT c.name AS campaign, c.from_address AS sender, o.status, o.format, o.attempts,
+-- A message of no campaign carried a link the person asked for (tracker/mailbox_links.py).
+SELECT coalesce(c.name, 'the link to ' || l.action || ' your data you asked for') AS campaign,
+       c.from_address AS sender, o.status, o.format, o.attempts,
        o.queued_at, o.sent_at, o.smtp_reply, o.message_header AS message_id
-FROM outbox o JOIN campaigns c ON c.id = o.campaign_id
+FROM outbox o
+LEFT JOIN campaigns c ON c.id = o.campaign_id
+LEFT JOIN mailbox_links l ON l.id = o.mailbox_link_id
 WHERE o.recipient_id = $1
 ORDER BY o.id
 

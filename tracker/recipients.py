@@ -7,14 +7,18 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import asyncpg
 
+from tracker.consent import log_event
 from tracker.control_chars import first_control
 from tracker.errors import FairclickError, ImportRowsError
+from tracker.minors import child_problem
 from tracker.queries import SQL
 from tracker.suppressions import suppressed_positions
+from tracker.wordings import Proof, Wording, import_default
 
 # Deliberately plain: a dot-atom local part (RFC 5322 atext, or any printable non-ASCII
 # character: SMTPUTF8, RFC 6531), an ASCII domain of LDH labels with a dot in it. No quoted
@@ -201,13 +205,22 @@ def email_problem(email: str) -> str | None:
     return None
 
 
-def validate(path: Path, records: list[tuple[int, dict]], problems: Problems) -> list[RecipientRow]:
+def validate(
+    path: Path, records: list[tuple[int, dict]], problems: Problems, *, today: date | None = None
+) -> list[RecipientRow]:
     """Rows ready to store, or ImportRowsError listing every problem of the file by line."""
     rows, problems, seen = [], list(problems), {}
+    today = today or date.today()
     for number, record in records:
         row_problems = _field_problems(record)
         if row_problems:  # no more checks on values that large or that broken
             problems.append((number, "; ".join(row_problems)))
+            continue
+        # A child's row (tracker/minors.py): its line and the column, and not one more word,
+        # so not even this error shows anything about them; it is not a duplicate's "first".
+        child = child_problem(record, today)
+        if child is not None:
+            problems.append((number, child))
             continue
         # Checked before stripping: str.strip() removes \x1c-\x1f, \x85 and U+2028 too.
         raw_email = str(record.get("email") or "")
@@ -249,14 +262,21 @@ def validate(path: Path, records: list[tuple[int, dict]], problems: Problems) ->
     return rows
 
 
-async def import_recipients(conn: asyncpg.Connection, path: Path) -> ImportResult:
+async def import_recipients(
+    conn: asyncpg.Connection, path: Path, *, proof: Proof | None = None
+) -> ImportResult:
     """Import every row of the file in one transaction, or none if any row is invalid.
 
     People already on the list are left as they are: their own choices on the
     preference page outrank whatever a later import file says. Suppressed addresses
     (tracker.suppressions) are skipped and counted: an old list never brings back
-    someone who was erased, bounced or complained.
+    someone who was erased, bounced or complained. proof (tracker.wordings.import_proof):
+    the wording the people were shown where their consent was collected, the policy in
+    force, who imported; without one, the default wording naming the file.
     """
+    if proof is None:
+        wording = Wording("import", import_default(path.name))
+        proof = Proof("import", {"format": wording, "tracking": wording})
     rows = validate(path, *read_rows(path))
     imported, unchanged = 0, []
     async with conn.transaction():
@@ -277,12 +297,7 @@ async def import_recipients(conn: asyncpg.Connection, path: Path) -> ImportResul
                 continue
             imported += 1
             source = f"import:{path.name}:{row.line}"
-            await conn.execute(SQL.log_consent_event, recipient_id, "format", row.format, source)
-            await conn.execute(
-                SQL.log_consent_event,
-                recipient_id,
-                "tracking",
-                "granted" if row.tracking_consent else "not granted",
-                source,
-            )
+            await log_event(conn, recipient_id, "format", row.format, source, proof)
+            tracking = "granted" if row.tracking_consent else "not granted"
+            await log_event(conn, recipient_id, "tracking", tracking, source, proof)
     return ImportResult(imported=imported, unchanged=unchanged, suppressed=len(suppressed))

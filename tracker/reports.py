@@ -212,7 +212,8 @@ async def campaign_failures(
     conn: asyncpg.Connection, name: str, *, limit: int = 100, offset: int = 0
 ) -> dict:
     """Failed and unknown (lost after DATA) messages: grouped by the server's reply as stored,
-    and listed (email None once the person was erased) in the order they were queued."""
+    and listed (email None once the person was erased or unsubscribed) in the order they
+    were queued."""
     if limit < 0 or offset < 0:
         raise BadArgument("limit and offset cannot be negative")
     campaign = await _campaign(conn, name)
@@ -410,7 +411,7 @@ def show_as_table(report: dict, failures: dict) -> str:
     if failures["recipients"]:
         lines.append("  failed recipients:")
     for r in failures["recipients"]:
-        who = visible(r["email"]) if r["email"] is not None else "(erased)"
+        who = visible(r["email"]) if r["email"] is not None else "(erased or unsubscribed)"
         reply = visible(r["reply"]) if r["reply"] is not None else ""
         lines.append(f"    {who}  {r['status']}  after {r['attempts']} attempt(s)  {reply}")
     if len(failures["recipients"]) < failures["total"]:

@@ -122,7 +122,10 @@ FROM outbox WHERE campaign_id = $1 AND status IN ('failed', 'unknown')
 GROUP BY 1 ORDER BY 2 DESC, 1 NULLS LAST
 
 -- name: failed_messages
-SELECT r.email, o.status, o.smtp_reply AS reply, o.attempts, o.outcome_at AS at
+-- A failure names its recipient only while their consent to be mailed stands (subscribed):
+-- this list leaves the database (pages, CSV, API, CLI), and an unsubscribed person's
+-- address is no longer ours to hand on (privacy policy section 5, onward transfer).
+SELECT CASE WHEN r.unsubscribed_at IS NULL THEN r.email END AS email, o.status, o.smtp_reply AS reply, o.attempts, o.outcome_at AS at
 FROM outbox o LEFT JOIN recipients r ON r.id = o.recipient_id
 WHERE o.campaign_id = $1 AND o.status IN ('failed', 'unknown')
 ORDER BY o.id

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from tracker.control_chars import CONTROL
 from tracker.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,12 @@ class Settings:
     # organisation.py). None: unset, and then nothing is said about it.
     organisation_name: str | None = None
     organisation_address: str | None = None  # postal address; lines separated by "\n"
+    # The privacy policy in force: linked from every recipient page (organisation) and
+    # recorded with each consent choice (tracker/wordings.py), with its version.
     privacy_policy_url: str | None = None
+    # --- consent proof (issue 11) ---
+    privacy_policy_version: str | None = None
+    # --- end consent proof ---
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -88,6 +94,7 @@ class Settings:
             if env.get("FAIRCLICK_CONSOLE_URL")
             else None,
             **parse_organisation(env),
+            privacy_policy_version=parse_privacy_policy_version(env),
         )
 
     def console_address(self) -> str | None:
@@ -227,7 +234,8 @@ def parse_privacy_policy_url(value: str | None) -> str | None:
         parts is None
         or parts.scheme not in ("http", "https")
         or not parts.hostname
-        or any(c.isspace() or unicodedata.category(c) == "Cc" for c in url)
+        # Control and bidi characters too: the address is shown and stored as proof.
+        or any(c.isspace() or unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS for c in url)
     ):
         raise ConfigError(
             f"FAIRCLICK_PRIVACY_POLICY_URL={url!r} is not an http(s) address: "
@@ -258,6 +266,19 @@ def parse_console_url(value: str) -> str:
             "at the root of its address)"
         )
     return value.strip().rstrip("/")
+
+
+def parse_privacy_policy_version(env: dict) -> str | None:
+    """FAIRCLICK_PRIVACY_POLICY_VERSION: one short line, or None when unset."""
+    version = (env.get("FAIRCLICK_PRIVACY_POLICY_VERSION") or "").strip() or None
+    if version is not None and (
+        len(version) > 100 or CONTROL.search(version) or any(c in _BIDI_CONTROLS for c in version)
+    ):
+        raise ConfigError(
+            "FAIRCLICK_PRIVACY_POLICY_VERSION must be one line of at most 100 characters, "
+            "e.g. FAIRCLICK_PRIVACY_POLICY_VERSION=2022-10-31"
+        )
+    return version
 
 
 def parse_ops_listen(value: str, *, name: str = "FAIRCLICK_OPS_LISTEN") -> tuple[str, int] | None:

@@ -5,10 +5,11 @@ key (both defined in tracker/migrations/0004_suppression_hashes.sql, where the h
 computed: one implementation, used by every statement). It tells whether an address we
 are given is suppressed; it cannot be turned back into the address.
 
-Entries come from erasure (tracker.consent), 5.1.1 bounces (mailer.delivery), and
-`fairclick suppression add` (a complaint, or an operator's decision). There is no
-feedback-loop (ARF) reader yet: a complaint is recorded with `add --reason complained`.
-Only `fairclick suppression remove`, after the person opted in again, lifts one.
+Entries come from erasure (tracker.consent; reason "minor" for a child's, `erase --minor`),
+5.1.1 bounces (mailer.delivery), and `fairclick suppression add` (a complaint, or an
+operator's decision). There is no feedback-loop (ARF) reader yet: a complaint is recorded
+with `add --reason complained`. Only `fairclick suppression remove`, after the person
+opted in again, lifts one.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import asyncpg
 from tracker.errors import FairclickError
 from tracker.queries import SQL
 
-REASONS = ("erased", "bounced", "complained", "operator")
+REASONS = ("erased", "bounced", "complained", "operator", "minor")
 # What `suppression add` may record; erasure and bounces record themselves.
 ADDABLE = ("complained", "operator")
 

@@ -1,8 +1,9 @@
 """Signed, purpose-bound tokens: hashids for the ids, an HMAC tag so none can be forged.
 
-A click token names (message id, link id); a preference token names a recipient.
-Each purpose has its own hashids salt and its own HMAC prefix, so a token made for
-one purpose is worthless for the other.
+A click token names (message id, link id); a preference token names a recipient; a
+mailbox token (mailbox link id, recipient id) is the one-time link mailed for a download
+or an erasure, one purpose per action. Each purpose has its own hashids salt and its own
+HMAC prefix, so a token made for one purpose is worthless for the others.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from tracker.hashid_codec import HashidCodec
 # The id that previews put in their tokens (mailer/preview.py): no message, link or recipient
 # has it, so whatever such a token reaches must answer as for no message at all.
 PLACEHOLDER_ID = 0
+# What a mailed one-time link can do (tracker/mailbox_links.py); each has its own codec.
+MAILBOX_ACTIONS = ("download", "erase")
 TAG_BYTES = 12  # 96 bits; a multiple of 3, so its base64 needs no "=" padding
 _SEPARATOR = "."
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -94,6 +97,11 @@ class Tokens:
         self.click = TokenCodec("click", secret_keys, id_count=2)
         self.preferences = TokenCodec("preferences", secret_keys, id_count=1)
         self.opens = TokenCodec("open", secret_keys, id_count=1)
+        # A download link never erases, nor an erase link downloads: a purpose each.
+        self.mailbox = {
+            action: TokenCodec(f"mailbox {action}", secret_keys, id_count=2)
+            for action in MAILBOX_ACTIONS
+        }
 
 
 def key_fingerprint(key: bytes) -> str:
