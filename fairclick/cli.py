@@ -119,15 +119,36 @@ def cmd_serve(args, settings: Settings) -> int:
     if args.workers > 1:
         from fairclick.workers import serve_workers
 
-        return serve_workers(args.host, args.port, args.workers, operators)
+        return serve_workers(
+            args.host,
+            args.port,
+            args.workers,
+            operators,
+            on_ready=lambda: _warn_unset_organisation(settings),
+        )
+    announce = None if args.quiet else _serving(args, operators)
+
+    def ready() -> None:
+        if announce is not None:
+            announce()
+        _warn_unset_organisation(settings)
+
     run_tracker(
         tracker_with_console(settings),
         args.host,
         args.port,
         reuse_port=args.reuse_port,
-        ready=None if args.quiet else _serving(args, operators),
+        ready=ready,
     )
     return 0
+
+
+def _warn_unset_organisation(settings: Settings) -> None:
+    """Once it listens (once, not per worker): which of the organisation's settings are unset."""
+    from tracker.organisation import Organisation, unset_warning
+
+    if warning := unset_warning(Organisation.of(settings)):
+        logging.getLogger("fairclick").warning("%s", warning)
 
 
 def run_tracker(app, host: str, port: int, *, reuse_port: bool, ready) -> None:
@@ -269,8 +290,10 @@ SUPPRESSED_SKIPPED = (
 
 
 async def cmd_campaign_create(args, settings: Settings) -> int:
-    from mailer.campaigns import create_campaign
+    from mailer.campaigns import create_campaign, load_campaign
+    from tracker.organisation import Organisation, missing_address_warning
 
+    organisation = Organisation.of(settings)
     async with connected(settings) as pool, pool.acquire() as conn:
         await create_campaign(
             conn,
@@ -279,11 +302,19 @@ async def cmd_campaign_create(args, settings: Settings) -> int:
             from_address=args.from_address,
             html_path=Path(args.html),
             text_path=Path(args.text) if args.text else None,
+            organisation=organisation,
         )
+        campaign = await load_campaign(conn, args.name)
     print(
         f"campaign {args.name!r} created; "
         f"preview it with `fairclick preview {args.name} --to EMAIL`"
     )
+    # A warning, not a refusal: the address may reach the mail another way (an image, say).
+    templates = [(campaign["html_filename"], campaign["html_template"], True)]
+    if campaign["text_template"] is not None:
+        templates.append((campaign["text_filename"], campaign["text_template"], False))
+    if warning := missing_address_warning(organisation, templates):
+        print(f"fairclick: {warning}", file=sys.stderr)
     return 0
 
 

@@ -24,6 +24,7 @@ from tracker.errors import FairclickError
 from tracker.exports import cli_actor
 from tracker.key_fingerprints import check_signing_key, key_source, record_tracker_keys
 from tracker.operators import for_operators
+from tracker.organisation import Organisation
 from tracker.pages import templates_dir
 from tracker.recipients import import_recipients
 from tracker.recorder import TOO_SOON_SECONDS
@@ -72,6 +73,7 @@ async def quickstart(settings: Settings, *, host: str, port: int) -> int:
                     subject="Autumn notes for {{ recipient.name or 'you' }}",
                     from_address="fairclick example <news@example.com>",
                     html_path=example / "welcome.html",
+                    organisation=Organisation.of(settings),
                 )
         progress = await send_campaign(pool, settings, CAMPAIGN)
         c = progress.counts

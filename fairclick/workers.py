@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 
 from tracker.errors import FairclickError
 
@@ -111,7 +112,9 @@ class _Worker:
         return None
 
 
-def serve_workers(host: str, port: int, count: int, note: str = "") -> int:
+def serve_workers(
+    host: str, port: int, count: int, note: str = "", on_ready: Callable[[], None] | None = None
+) -> int:
     # Prometheus counters of all workers are merged through files in this folder.
     metrics_dir = tempfile.mkdtemp(prefix="fairclick-metrics-")
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
@@ -209,6 +212,8 @@ def serve_workers(host: str, port: int, count: int, note: str = "") -> int:
                     + note,
                     flush=True,
                 )
+                if on_ready is not None:
+                    on_ready()
         codes = stop_all()
         # -SIGTERM: the worker was still starting, before it could take a single request
         # (its own handler is in place before it binds the port), so nothing was lost.

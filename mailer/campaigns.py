@@ -21,6 +21,7 @@ from mailer.templates import (
 )
 from mailer.text_links import find_text_links
 from tracker.errors import Conflict, FairclickError, NotFound, TemplateProblem
+from tracker.organisation import NO_ORGANISATION, Organisation
 from tracker.targets import idna_location
 
 # Used to check templates when nobody is on the list yet.
@@ -55,12 +56,15 @@ def check_renders(
     campaign_name: str,
     recipients: list[Recipient],
     preferences_url=lambda recipient: "https://preferences.invalid/p/sample",
+    organisation: Organisation = NO_ORGANISATION,
 ) -> None:
     """Render for every recipient; raise TemplateProblem listing who fails and where."""
     failures: dict[TemplateError, list[str]] = {}
     stopped = ""
     for recipient in recipients:
-        context = template_context(recipient, campaign_name, preferences_url(recipient))
+        context = template_context(
+            recipient, campaign_name, preferences_url(recipient), organisation
+        )
         try:
             rendered = templates.render(context)
         except RenderFailed as exc:
@@ -119,6 +123,7 @@ async def create_campaign(
     from_address: str,
     html_path: Path,
     text_path: Path | None = None,
+    organisation: Organisation = NO_ORGANISATION,
 ) -> int:
     """Store a campaign whose templates compile and render for everyone subscribed now."""
     if not name.strip():
@@ -135,7 +140,7 @@ async def create_campaign(
     }
     templates = compile_templates(campaign)
     recipients = await subscribed_recipients(conn) or [SAMPLE_RECIPIENT]
-    check_renders(templates, name, recipients)
+    check_renders(templates, name, recipients, organisation=organisation)
     campaign_id = await conn.fetchval(SQL.insert_campaign, *campaign.values())
     if campaign_id is None:
         raise FairclickError(f"a campaign named {name!r} already exists: choose another name")

@@ -20,6 +20,7 @@ from mailer.template_links import LinkKey, LinkMatcher, TemplateLinks
 from mailer.templates import CampaignTemplates
 from mailer.text_links import find_text_links, replace_text_links
 from mailer.text_part import Message
+from tracker.organisation import NO_ORGANISATION, Organisation
 from tracker.tokens import Tokens
 
 # A connection, or a pool (which takes one only while a query runs).
@@ -73,7 +74,12 @@ class Recipient:
         return cls(r["id"], r["email"], r["name"], r["format"], r["tracking_consent"], attributes)
 
 
-def template_context(recipient: Recipient, campaign_name: str, preferences_url: str) -> dict:
+def template_context(
+    recipient: Recipient,
+    campaign_name: str,
+    preferences_url: str,
+    organisation: Organisation = NO_ORGANISATION,
+) -> dict:
     """What campaign templates see."""
     return {
         "recipient": {
@@ -83,6 +89,7 @@ def template_context(recipient: Recipient, campaign_name: str, preferences_url: 
         },
         "campaign": {"name": campaign_name},
         "preferences_url": preferences_url,
+        "organisation": organisation.template_values,
     }
 
 
@@ -147,6 +154,7 @@ class Composer:
     tokens: Tokens
     base_url: str
     links: LinkRegistry
+    organisation: Organisation = NO_ORGANISATION  # who sends it (settings), for the templates
 
     @property
     def domain(self) -> str:
@@ -257,7 +265,7 @@ class Composer:
     async def compose(self, conn: Queries, recipient: Recipient, message_id: int) -> EmailMessage:
         preferences_url = self.preferences_url(recipient.id)
         rendered = self.templates.render(
-            template_context(recipient, self.campaign["name"], preferences_url)
+            template_context(recipient, self.campaign["name"], preferences_url, self.organisation)
         )
         html = None
         # A text-only recipient gets the text with its original links: nothing trackable.

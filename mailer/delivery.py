@@ -31,6 +31,7 @@ from mailer.message import needs_smtputf8, wire_bytes
 from mailer.queries import SQL
 from tracker.database import UNREACHABLE
 from tracker.errors import FairclickError
+from tracker.organisation import Organisation
 from tracker.settings import Settings, SmtpTarget
 from tracker.tokens import Tokens
 
@@ -415,6 +416,7 @@ class Delivery:
                 tokens=self.tokens,
                 base_url=self.base_url,
                 links=LinkRegistry(campaign_id),
+                organisation=Organisation.of(self.settings),
             )
             await composer.links.load(conn)
             self._composers[campaign_id] = composer

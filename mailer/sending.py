@@ -11,6 +11,7 @@ from mailer.compose import Composer, LinkRegistry
 from mailer.delivery import Delivery, SendProgress
 from mailer.queries import SQL
 from tracker.errors import FairclickError
+from tracker.organisation import Organisation
 from tracker.settings import Settings
 from tracker.tokens import Tokens
 
@@ -27,6 +28,7 @@ async def prepare_composer(
         tokens=Tokens(settings.secret_keys),
         base_url=settings.require_base_url(),
         links=LinkRegistry(campaign["id"], create=create_links),
+        organisation=Organisation.of(settings),
     )
     await composer.links.load(conn)
     return composer
@@ -40,6 +42,7 @@ async def queue_campaign(conn: asyncpg.Connection, composer: Composer) -> None:
         composer.campaign["name"],
         recipients,
         lambda recipient: composer.preferences_url(recipient.id),
+        organisation=composer.organisation,
     )
     await conn.execute(SQL.queue_campaign, composer.campaign["id"])
 

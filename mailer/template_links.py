@@ -30,7 +30,7 @@ _TEXT_LINK = re.compile(
 )
 _TRAILING = ".,;:!?)]}>*_"  # as mailer/text_links.py: closing punctuation ends a sentence
 # What every message of a campaign renders alike (template_context's campaign-wide names).
-_CAMPAIGN_WIDE = frozenset({"campaign"})
+_CAMPAIGN_WIDE = frozenset({"campaign", "organisation"})
 _SYNTAX = jinja2.Environment()  # noqa: S701 - parses only, renders nothing
 # The links row of a rendered link that matches no link of the template (put there by a
 # variable marked |safe, say): nothing says it is the same for everyone, so it is the message's.
@@ -93,8 +93,8 @@ def _pattern(written: str) -> tuple[re.Pattern[str] | None, int]:
 
 
 def _personal(written: str, pattern: re.Pattern[str] | None) -> bool:
-    """Whether written may render differently per recipient: it reads more than `campaign`
-    (or cannot be read alone, as an {% if %} begun outside the attribute)."""
+    """Whether written may render differently per recipient: it reads more than `campaign` and
+    `organisation` (or cannot be read alone, as an {% if %} begun outside the attribute)."""
     if pattern is None:
         return False
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from helpers import pixels, tracked_links
@@ -162,9 +162,14 @@ async def test_the_mailed_download_link_works_once(people, settings, pool, http,
     assert 'method="post"' in html and '"city"' not in html
     assert await dump(pool) == before
 
+    days = {datetime.now(UTC).date()}
     status, headers, body = await follow(http, link, settings)
+    days.add(datetime.now(UTC).date())  # the day the file was made, even across midnight
     assert status == 200
-    assert headers["Content-Disposition"] == 'attachment; filename="fairclick-data.json"'
+    # Named after the organisation (none set here) and the day: tests/test_organisation.py
+    assert headers["Content-Disposition"] in {
+        f'attachment; filename="personal-data-{day.isoformat()}.json"' for day in days
+    }
     assert headers["Cache-Control"] == "no-store"
     data = json.loads(body)
     assert data["recipient"]["email"] == "ann@example.com"
@@ -214,7 +219,8 @@ async def test_the_mailed_erase_link_erases_once_then_says_the_data_was_erased(
         status, _, body = await follow(http, link, settings, CONFIRMED)
         assert status == 410 and b"Your data was erased" in body
     assert await dump(pool) == erased
-    assert (await get(http, page_url(settings, ann)))[0] == 404
+    status, html = await get(http, page_url(settings, ann))  # her old page link: erased, 410
+    assert status == 410 and "The data behind this link was erased" in html
 
 
 async def test_an_expired_link_changes_nothing(people, settings, pool, http, mailbox):

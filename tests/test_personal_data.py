@@ -10,7 +10,7 @@ anonymous click, not hers to download).
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 from conftest import BROWSER_AGENT
@@ -188,10 +188,15 @@ async def test_download_holds_the_persons_data_and_nobody_elses(
 ):
     link = await mailed_link(http, pool, settings, mailbox, people["ann@example.com"], "download")
     before = await everything(pool)
+    days = {datetime.now(UTC).date()}
     status, headers, body = await follow(http, link, settings)
+    days.add(datetime.now(UTC).date())  # the day the file was made, even across midnight
     assert status == 200
     assert headers["Content-Type"] == "application/json; charset=utf-8"
-    assert headers["Content-Disposition"] == 'attachment; filename="fairclick-data.json"'
+    # Named after the organisation (none is set here) and the day: tests/test_organisation.py
+    assert headers["Content-Disposition"] in {
+        f'attachment; filename="personal-data-{day.isoformat()}.json"' for day in days
+    }
     assert headers["Cache-Control"] == "no-store"
     data = json.loads(body)
 
@@ -412,12 +417,15 @@ async def test_erase_removes_the_person_and_keeps_anonymous_counts(
     bob_after = (await download_by_mail(http, pool, settings, mailbox, bob))[2]
     assert json.loads(bob_after)["clicks"] == json.loads(bob_data)["clicks"]
 
-    # Her page token now leads nowhere, like any unknown one, and mails nothing.
-    assert (await get(http, page_url(settings, ann)))[0] == 404
-    assert (await download(http, page_url(settings, ann, "/data"), settings.base_url))[0] == 404
+    # Her page token now says her data was erased (410 Gone), and mails nothing.
+    links = await pool.fetchval("SELECT count(*) FROM mailbox_links")
+    status, _, body = await get(http, page_url(settings, ann))
+    assert status == 410 and "The data behind this link was erased" in body.decode()
+    assert (await download(http, page_url(settings, ann, "/data"), settings.base_url))[0] == 410
     erase_url = page_url(settings, ann, "/erase")
     async with http.post(erase_url, headers={"Origin": settings.base_url}) as resp:
-        assert resp.status == 404
+        assert resp.status == 410
+    assert await pool.fetchval("SELECT count(*) FROM mailbox_links") == links
     # The mailed link says what happened.
     status, _, body = await follow(http, link, settings, CONFIRMED)
     assert status == 410 and b"Your data was erased" in body

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -144,7 +145,7 @@ async def test_erase_my_data_through_the_mailed_link(browser, ann, pool, http, s
     )
     assert await pool.fetchval("SELECT count(*) FROM recipients") == 1  # Bob stays
     async with http.get(url) as resp:
-        assert resp.status == 404
+        assert resp.status == 410  # her old link: "The data behind this link was erased"
 
 
 async def test_download_through_the_mailed_link_answers_a_json_attachment(
@@ -161,10 +162,13 @@ async def test_download_through_the_mailed_link_answers_a_json_attachment(
     (message,) = link_messages(mailbox, "ann@example.com")
     await page.goto(link_in(message))
     await expect(page.get_by_role("heading", level=1)).to_have_text("Download your data")
+    days = {datetime.now(UTC).date()}
     async with page.expect_download() as download_info:
         await page.get_by_role("button", name="Download my data").click()
     download = await download_info.value
-    assert download.suggested_filename == "fairclick-data.json"
+    days.add(datetime.now(UTC).date())  # the day the file was made, even across midnight
+    # Named after the organisation (none is set here) and the day: tests/test_organisation.py
+    assert download.suggested_filename in {f"personal-data-{d.isoformat()}.json" for d in days}
     data = json.loads(Path(await download.path()).read_text(encoding="utf-8"))
     await context.close()
     assert data["recipient"]["email"] == "ann@example.com"

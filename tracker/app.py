@@ -29,6 +29,7 @@ from tracker.mailbox_links import SQL as MAILBOX_SQL
 from tracker.mailbox_pages import confirm, show_confirmation
 from tracker.opens import open_pixel
 from tracker.operators import operators_listener
+from tracker.organisation import Organisation
 from tracker.pages import page_environment
 from tracker.partitions import ensure_partitions
 from tracker.preferences import (
@@ -92,7 +93,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None) -> web.A
     app = hardened_app(middlewares=[database_away])
     app[SETTINGS] = settings
     app[TOKENS] = Tokens(settings.secret_keys)
-    app[PAGES] = page_environment()
+    app[PAGES] = page_environment(Organisation.of(settings))
     app[DETECTOR] = ScanDetector()
 
     async def database(app: web.Application) -> AsyncIterator[None]:

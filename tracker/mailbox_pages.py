@@ -8,16 +8,18 @@ action or another purpose answers 404; one used, expired or whose person was era
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import asyncpg
 from aiohttp import web
 
 from tracker.consent import erase_recipient
 from tracker.errors import ErasureBusy
 from tracker.exports import log_export
-from tracker.keys import PAGES, POOL, TOKENS
+from tracker.keys import PAGES, POOL, SETTINGS, TOKENS
 from tracker.mailbox_links import LINK_MINUTES, LinkState, link_state, use_link
 from tracker.pages import render_page
-from tracker.personal_data import FILENAME, as_json, personal_data
+from tracker.personal_data import as_json, content_disposition, download_filename, personal_data
 from tracker.preferences import _form, _other_origin, _same_origin
 from tracker.tokens import MAILBOX_ACTIONS
 
@@ -132,7 +134,9 @@ async def _download(request: web.Request, conn, link_id: int, recipient_id: int)
         text=as_json(data),
         content_type="application/json",
         headers={
-            "Content-Disposition": f'attachment; filename="{FILENAME}"',
+            "Content-Disposition": content_disposition(
+                download_filename(request.app[SETTINGS], datetime.now(UTC).date())
+            ),
             "Cache-Control": "no-store",
             "X-Content-Type-Options": "nosniff",
             "X-Robots-Tag": "noindex",

@@ -8,6 +8,8 @@ from pathlib import Path
 import jinja2
 from aiohttp import web
 
+from tracker.organisation import Organisation
+
 
 def templates_dir() -> Path:
     """templates/ of the repository, or its copy inside the installed wheel."""
@@ -17,12 +19,15 @@ def templates_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "templates"
 
 
-def page_environment() -> jinja2.Environment:
-    return jinja2.Environment(
+def page_environment(organisation: Organisation | None = None) -> jinja2.Environment:
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir() / "web"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
+    # Every page's footer says who we are (base.html); unset parts are left out.
+    env.globals["organisation"] = organisation or Organisation()
+    return env
 
 
 def render_page(

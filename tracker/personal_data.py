@@ -11,13 +11,16 @@ not in it.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import re
+import unicodedata
+from datetime import UTC, date, datetime
+from urllib.parse import quote
 
 import asyncpg
 
 from tracker.queries import SQL
+from tracker.settings import Settings
 
-FILENAME = "fairclick-data.json"
 NOT_INCLUDED = (
     "Clicks and opens recorded without your tracking consent are stored anonymously "
     "(the link or campaign and the time only), are not linked to you and so are not "
@@ -138,6 +141,37 @@ async def personal_data(conn: asyncpg.Connection, recipient_id: int) -> dict | N
         },
         "notes": [IP_NOTE, KIND_NOTE, NOT_INCLUDED],
     }
+
+
+MAX_NAME_CHARS = 60
+_HYPHENS = re.compile(r"-+")
+
+
+def _name_part(text: str) -> str:
+    """Letters, marks and digits of any script, lower case, the rest one hyphen: nothing a
+    file system or a shell treats specially (no dot, slash, quote or space)."""
+    kept = "".join(
+        c if unicodedata.category(c)[0] in "LMN" else "-"
+        for c in unicodedata.normalize("NFC", text).casefold()
+    )
+    return _HYPHENS.sub("-", kept).strip("-")[:MAX_NAME_CHARS].rstrip("-")
+
+
+def download_filename(settings: Settings, today: date) -> str:
+    """The data download's file name: the organisation and the date, e.g.
+    example-corp-data-2026-12-02.json (personal-data-… when no organisation is set)."""
+    name = _name_part(settings.organisation_name or "") or "personal"
+    return f"{name}-data-{today.isoformat()}.json"
+
+
+def content_disposition(filename: str) -> str:
+    """An attachment header for a download_filename every browser reads: the name itself when
+    it is ASCII, else an ASCII stand-in plus filename* with the UTF-8 name (RFC 6266, 8187)."""
+    if filename.isascii():
+        return f'attachment; filename="{filename}"'
+    ascii_name = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
+    ascii_name = _HYPHENS.sub("-", re.sub(r"[^A-Za-z0-9.-]", "", ascii_name)).strip("-")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def as_json(data: dict) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+import asyncpg
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
@@ -18,6 +19,8 @@ from tracker.consent import change_choices, current_choices
 from tracker.keys import PAGES, POOL, SETTINGS, TOKENS
 from tracker.mailbox_links import LINK_MINUTES, Requested, request_link
 from tracker.pages import render_page
+from tracker.queries import SQL
+from tracker.tokens import PLACEHOLDER_ID
 from tracker.wordings import PAGE, one_click_proof, page_proof
 
 ONE_CLICK_BODY = b"List-Unsubscribe=One-Click"
@@ -38,7 +41,7 @@ async def _page(request: web.Request, recipient_id: int, *, status=200, **extra)
     async with request.app[POOL].acquire() as conn:
         choices = await current_choices(conn, recipient_id)
     if choices is None:
-        return _gone(request)
+        return await _gone(request)
     return render_page(
         request.app[PAGES],
         "preferences.html",
@@ -57,14 +60,24 @@ async def _page(request: web.Request, recipient_id: int, *, status=200, **extra)
     )
 
 
-def _gone(request: web.Request) -> web.Response:
+async def _gone(request: web.Request, conn: asyncpg.Connection | None = None) -> web.Response:
+    """The answer of a link that names nobody: a person since erased, or not one of ours.
+
+    conn: the connection the handler holds, if any (a second one could wait on a full pool).
+    """
+    recipient_id = _recipient_id(request)
+    if recipient_id is not None and recipient_id != PLACEHOLDER_ID:  # not forged, no preview's
+        queries = conn or request.app[POOL]
+        if await queries.fetchval(SQL.recipient_id_issued, recipient_id):
+            # A token we signed for someone who is no longer held: only erasure removes one.
+            return render_page(request.app[PAGES], "data_erased.html", status=410)
     return render_page(request.app[PAGES], "not_found.html", status=404)
 
 
 async def show_preferences(request: web.Request) -> web.Response:
     recipient_id = _recipient_id(request)
     if recipient_id is None:
-        return _gone(request)
+        return await _gone(request)
     return await _page(request, recipient_id, saved=request.query.get("saved") == "1")
 
 
@@ -113,7 +126,7 @@ def _other_origin() -> web.Response:
 async def change_preferences(request: web.Request) -> web.Response:
     recipient_id = _recipient_id(request)
     if recipient_id is None:
-        return _gone(request)
+        return await _gone(request)
     pool = request.app[POOL]
     form, unreadable = await _form(request)
     if (
@@ -124,12 +137,15 @@ async def change_preferences(request: web.Request) -> web.Response:
         # cookies, no Origin, no page.
         async with pool.acquire() as conn:
             if await current_choices(conn, recipient_id) is None:
-                return _gone(request)
+                return await _gone(request, conn)
             await change_choices(
                 conn, recipient_id, subscribed=False, source="one-click unsubscribe",
                 proof=one_click_proof(request.app[SETTINGS]),
             )  # fmt: skip
-        return web.Response(text="You are unsubscribed.\n", headers={"Cache-Control": "no-store"})
+        sender = request.app[SETTINGS].organisation_name or "these emails"
+        return web.Response(
+            text=f"You are unsubscribed from {sender}.\n", headers={"Cache-Control": "no-store"}
+        )
     if not _same_origin(request):
         return _other_origin()
     if unreadable:
@@ -153,7 +169,7 @@ async def change_preferences(request: web.Request) -> web.Response:
         return await _page(request, recipient_id, status=400, problems=problems)
     async with pool.acquire() as conn:
         if await current_choices(conn, recipient_id) is None:
-            return _gone(request)
+            return await _gone(request, conn)
         await change_choices(
             conn, recipient_id, source="preference page",
             proof=page_proof(request.app[SETTINGS]), **choices,
@@ -180,13 +196,13 @@ async def _mail_a_link(request: web.Request, action: str) -> web.Response:
     """
     recipient_id = _recipient_id(request)
     if recipient_id is None:
-        return _gone(request)
+        return await _gone(request)
     if not _same_origin(request):
         return _other_origin()
     async with request.app[POOL].acquire() as conn:
         outcome = await request_link(conn, recipient_id, action)
-    if outcome is None:
-        return _gone(request)
+        if outcome is None:
+            return await _gone(request, conn)
     sent = isinstance(outcome, Requested)
     response = render_page(
         request.app[PAGES],

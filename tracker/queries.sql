@@ -118,6 +118,12 @@ ON CONFLICT (address_hash) DO UPDATE SET reason = $2, created_at = now()
 -- name: delete_recipient
 DELETE FROM recipients WHERE id = $1
 
+-- name: recipient_id_issued
+-- Whether the id was ever given to a recipient (ids come from this sequence only): a signed
+-- token naming an absent recipient below it is someone erased, above it nobody ever.
+SELECT $1::bigint <= coalesce(
+    pg_sequence_last_value(pg_get_serial_sequence('recipients', 'id')::regclass), 0)
+
 -- name: personal_recipient
 -- personal_*: everything held about one person, for the download on their preference
 -- page, read in one read-only snapshot (tracker/personal_data.py). Erasure (above)

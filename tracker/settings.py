@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import os
 import secrets
+import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -55,8 +56,14 @@ class Settings:
     # operators' listener): decides Secure cookies and what quickstart prints.
     # None: http://HOST:PORT of ops_listen (see console_address()).
     console_url: str | None = None
-    # --- consent proof (issue 11): the privacy policy in force, recorded with each choice ---
+    # Who sends the mail, as recipients' pages and campaign templates show it (tracker/
+    # organisation.py). None: unset, and then nothing is said about it.
+    organisation_name: str | None = None
+    organisation_address: str | None = None  # postal address; lines separated by "\n"
+    # The privacy policy in force: linked from every recipient page (organisation) and
+    # recorded with each consent choice (tracker/wordings.py), with its version.
     privacy_policy_url: str | None = None
+    # --- consent proof (issue 11) ---
     privacy_policy_version: str | None = None
     # --- end consent proof ---
 
@@ -86,7 +93,8 @@ class Settings:
             console_url=parse_console_url(env["FAIRCLICK_CONSOLE_URL"])
             if env.get("FAIRCLICK_CONSOLE_URL")
             else None,
-            **parse_privacy_policy(env),
+            **parse_organisation(env),
+            privacy_policy_version=parse_privacy_policy_version(env),
         )
 
     def console_address(self) -> str | None:
@@ -186,6 +194,56 @@ def _number(env: dict, name: str, default: float, *, minimum: float) -> float:
     return value
 
 
+def parse_organisation(env: dict) -> dict:
+    """organisation_name, organisation_address and privacy_policy_url from the environment."""
+    name = " ".join((env.get("FAIRCLICK_ORGANISATION_NAME") or "").split())
+    address = env.get("FAIRCLICK_ORGANISATION_ADDRESS") or ""
+    # A .env file or a compose file cannot hold a line break: "\n" (backslash n) stands for one.
+    lines = [" ".join(line.split()) for line in address.replace("\\n", "\n").splitlines()]
+    for variable, text in (
+        ("FAIRCLICK_ORGANISATION_NAME", name),
+        ("FAIRCLICK_ORGANISATION_ADDRESS", "".join(lines)),
+    ):
+        # Shown on pages and in mail: nothing that moves the cursor or reorders the text.
+        if any(unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS for c in text):
+            raise ConfigError(
+                f"{variable} holds a control character: write plain text "
+                "(separate the lines of an address with \\n)"
+            )
+    return {
+        "organisation_name": name or None,
+        "organisation_address": "\n".join(line for line in lines if line) or None,
+        "privacy_policy_url": parse_privacy_policy_url(env.get("FAIRCLICK_PRIVACY_POLICY_URL")),
+    }
+
+
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def parse_privacy_policy_url(value: str | None) -> str | None:
+    """An absolute http(s) address, or None when unset."""
+    url = (value or "").strip()
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        # Control and bidi characters too: the address is shown and stored as proof.
+        or any(c.isspace() or unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS for c in url)
+    ):
+        raise ConfigError(
+            f"FAIRCLICK_PRIVACY_POLICY_URL={url!r} is not an http(s) address: "
+            "use e.g. FAIRCLICK_PRIVACY_POLICY_URL=https://example.com/privacy"
+        )
+    return url
+
+
 def parse_console_url(value: str) -> str:
     """An http(s) origin, with no path: the console's links and cookies live at its root."""
     try:
@@ -210,23 +268,17 @@ def parse_console_url(value: str) -> str:
     return value.strip().rstrip("/")
 
 
-def parse_privacy_policy(env: dict) -> dict:
-    """FAIRCLICK_PRIVACY_POLICY_URL (http/https) and _VERSION (short text), each optional."""
-    url = (env.get("FAIRCLICK_PRIVACY_POLICY_URL") or "").strip() or None
+def parse_privacy_policy_version(env: dict) -> str | None:
+    """FAIRCLICK_PRIVACY_POLICY_VERSION: one short line, or None when unset."""
     version = (env.get("FAIRCLICK_PRIVACY_POLICY_VERSION") or "").strip() or None
-    if url is not None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname or CONTROL.search(url):
-            raise ConfigError(
-                f"FAIRCLICK_PRIVACY_POLICY_URL={url!r} is not an http(s) address: use e.g. "
-                "FAIRCLICK_PRIVACY_POLICY_URL=https://example.com/privacy"
-            )
-    if version is not None and (len(version) > 100 or CONTROL.search(version)):
+    if version is not None and (
+        len(version) > 100 or CONTROL.search(version) or any(c in _BIDI_CONTROLS for c in version)
+    ):
         raise ConfigError(
             "FAIRCLICK_PRIVACY_POLICY_VERSION must be one line of at most 100 characters, "
             "e.g. FAIRCLICK_PRIVACY_POLICY_VERSION=2022-10-31"
         )
-    return {"privacy_policy_url": url, "privacy_policy_version": version}
+    return version
 
 
 def parse_ops_listen(value: str, *, name: str = "FAIRCLICK_OPS_LISTEN") -> tuple[str, int] | None:
