@@ -16,8 +16,10 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
 
+from console.app import create_console_app
+from console.auth import create_api_token
 from mailer.campaigns import create_campaign
 from mailer.capture import start_capture_server
 from mailer.sending import send_campaign
@@ -30,6 +32,19 @@ from tracker.recipients import import_recipients
 from tracker.settings import Settings, SmtpTarget
 
 TEST_KEY = b"test-secret-key-0123456789abcdef"
+# Debian's Chromium, never a downloaded one. Without the background-networking flags it
+# keeps trying to reach Google's hosts, which this machine's closed network refuses.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TABLES = (
     "clicks, opens, message_links, outbox, links, campaigns, consent_events, recipients,"
     " suppressions, spool_replays, key_fingerprints, admins, console_sessions, api_tokens,"
@@ -230,3 +245,33 @@ def make_campaign(pool, write_file):
             )
 
     return make
+
+
+@pytest.fixture
+async def console(settings, pool):
+    """The ops console (console.app.create_console_app) over loopback, on the test pool."""
+    client = TestClient(TestServer(create_console_app(settings, pool), host="127.0.0.1"))
+    await client.start_server()
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def tokens(pool) -> dict[str, dict[str, str]]:
+    """Authorization headers of an API token for each role, named after the role."""
+    async with pool.acquire() as conn:
+        return {
+            role: {"Authorization": f"Bearer {await create_api_token(conn, role, role)}"}
+            for role in ("viewer", "operator")
+        }
+
+
+@pytest.fixture
+async def browser():
+    """Headless Chromium through Playwright, for the page tests."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()

@@ -16,12 +16,9 @@ from dataclasses import replace
 from html.parser import HTMLParser
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from mailed_links import download_through_link
 from test_cli import fairclick  # noqa: F401 - the fixture, used by name
 
-from console.app import create_console_app
-from console.auth import create_api_token
 from tracker.tokens import Tokens
 from tracker.wordings import API_UNSUBSCRIBE, ONE_CLICK, OPERATOR_UNSUBSCRIBE
 
@@ -268,21 +265,6 @@ def test_malformed_policy_settings_are_one_line(fairclick, variable, value):
     assert variable in result.stderr
 
 
-@pytest.fixture
-async def console(settings, pool):
-    client = TestClient(TestServer(create_console_app(settings, pool), host="127.0.0.1"))
-    await client.start_server()
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-async def tokens(pool) -> dict[str, dict[str, str]]:
-    async with pool.acquire() as conn:
-        return {
-            role: {"Authorization": f"Bearer {await create_api_token(conn, f'{role}s', role)}"}
-            for role in ("viewer", "operator")
-        }
 
 
 async def test_operator_unsubscribe_from_the_console_and_the_api(
@@ -312,14 +294,14 @@ async def test_operator_unsubscribe_from_the_console_and_the_api(
     (by_console,) = (await proof_of(pool, ann))[2:]
     (by_api,) = (await proof_of(pool, bob))[2:]
     assert (by_console["channel"], by_console["actor"], by_console["text"]) == (
-        "operator", "token:operators", OPERATOR_UNSUBSCRIBE,
+        "operator", "token:operator", OPERATOR_UNSUBSCRIBE,
     )  # fmt: skip
     assert (by_api["channel"], by_api["actor"], by_api["text"]) == (
-        "api", "token:operators", API_UNSUBSCRIBE,
+        "api", "token:operator", API_UNSUBSCRIBE,
     )  # fmt: skip
     for event in (by_console, by_api):
         assert (event["kind"], event["value"]) == ("subscription", "unsubscribed")
         assert (event["policy_url"], event["policy_version"]) == (POLICY_URL, POLICY_VERSION)
     # The console's recipient page shows each event's proof.
     page = await (await console.get(f"/recipients/{ann}", headers=tokens["viewer"])).text()
-    assert "wording v1 of operator, policy 2022-10-31" in page and "by token:operators" in page
+    assert "wording v1 of operator, policy 2022-10-31" in page and "by token:operator" in page

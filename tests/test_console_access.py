@@ -4,21 +4,10 @@ from __future__ import annotations
 
 import re
 
-import pytest
-from aiohttp.test_utils import TestClient, TestServer
-
 from console.admins import create_admin
-from console.app import PUBLIC_ROUTES, create_console_app
+from console.app import PUBLIC_ROUTES
 from console.auth import create_api_token
 from console.sessions import COOKIE, SECURE_COOKIE, start_session
-
-
-@pytest.fixture
-async def console(settings, pool):
-    client = TestClient(TestServer(create_console_app(settings, pool)))
-    await client.start_server()
-    yield client
-    await client.close()
 
 
 def _concrete(path: str) -> str:

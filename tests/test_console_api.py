@@ -10,7 +10,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from db_proxy import DatabaseProxy
 
 from console.app import create_console_app
-from console.auth import create_api_token
 from mailer.campaigns import create_campaign
 from mailer.delivery import Delivery
 from mailer.link_check import check_links
@@ -31,22 +30,6 @@ bada@example.com,Bada,text,no
 """
 
 
-@pytest.fixture
-async def console(settings, pool):
-    client = TestClient(TestServer(create_console_app(settings, pool), host="127.0.0.1"))
-    await client.start_server()
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-async def tokens(pool) -> dict[str, dict[str, str]]:
-    """Authorization headers of a viewer's token and an operator's."""
-    async with pool.acquire() as conn:
-        return {
-            role: {"Authorization": f"Bearer {await create_api_token(conn, role, role)}"}
-            for role in ("viewer", "operator")
-        }
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from urllib.parse import quote, unquote
 import pytest
 from aiohttp.test_utils import TestServer
 from helpers import tracked_links
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 from smtp_servers import RecordingServer
 
 from console.app import create_console_app
@@ -25,16 +25,6 @@ from mailer.capture import start_capture_server
 from mailer.sending import send_campaign
 from tracker.settings import SmtpTarget
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ROOT = Path(__file__).resolve().parent.parent
 
 # Each would run script if the page put it in as markup (or as an attribute, or a URL):
@@ -137,13 +127,6 @@ class RefusingWithPayload(RecordingServer):
     def refuse(self, address: str) -> str | None:
         return SMTP_REPLY if address.startswith("nobody@") else None
 
-
-@pytest.fixture
-async def browser():
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        await browser.close()
 
 
 @pytest.fixture

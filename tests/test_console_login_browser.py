@@ -5,21 +5,13 @@ from __future__ import annotations
 import pytest
 from aiohttp.test_utils import TestServer
 from conftest import free_port
-from playwright.async_api import async_playwright, expect
-from test_preferences_browser import ARGS, CHROMIUM
+from playwright.async_api import expect
 
 from console.admins import create_admin
 from console.app import create_console_app
 
 PASSWORD = "correct horse battery"
 
-
-@pytest.fixture
-async def browser():
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        await browser.close()
 
 
 @pytest.fixture

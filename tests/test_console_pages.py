@@ -12,12 +12,9 @@ from html import unescape
 from urllib.parse import quote
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from helpers import tracked_links
 from smtp_servers import RecordingServer
 
-from console.app import create_console_app
-from console.auth import create_api_token
 from mailer.capture import start_capture_server
 from tracker.reports import campaign_list, campaign_report, campaign_series
 from tracker.settings import SmtpTarget
@@ -54,21 +51,6 @@ def refusing_settings(tmp_path, settings):
     controller.stop()
 
 
-@pytest.fixture
-async def console(settings, pool):
-    client = TestClient(TestServer(create_console_app(settings, pool), host="127.0.0.1"))
-    await client.start_server()
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-async def tokens(pool):
-    async with pool.acquire() as conn:
-        return {
-            role: {"Authorization": f"Bearer {await create_api_token(conn, role, role)}"}
-            for role in ("viewer", "operator")
-        }
 
 
 async def click_all(http, html: str, agent: str | None = None) -> None:

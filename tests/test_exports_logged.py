@@ -15,12 +15,10 @@ import getpass
 import json
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from helpers import tracked_links
 from mailed_links import download_through_link
 from test_cli import fairclick  # noqa: F401
 
-from console.app import create_console_app
 from console.auth import create_api_token
 from mailer.queries import SQL as MAILER_SQL
 from tracker.consent import change_choices
@@ -36,13 +34,6 @@ PEOPLE = (
 HTML = '<p>Hi {{ recipient.name }}</p><a href="https://example.com/one">one</a>'
 CLI = f"cli:{getpass.getuser()}"
 
-
-@pytest.fixture
-async def console(settings, pool):
-    client = TestClient(TestServer(create_console_app(settings, pool), host="127.0.0.1"))
-    await client.start_server()
-    yield client
-    await client.close()
 
 
 @pytest.fixture

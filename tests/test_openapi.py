@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
 import schemathesis
-from aiohttp.test_utils import TestClient, TestServer
 
 from console import api
 from console.app import PUBLIC_ROUTES, create_console_app
@@ -69,13 +67,6 @@ def test_the_document_is_valid_openapi_3_1_with_bearer_and_the_error_shape():
             if not public:
                 assert {"401", "503"} <= set(operation["responses"]), (path, method)
 
-
-@pytest.fixture
-async def console(settings, pool):
-    client = TestClient(TestServer(create_console_app(settings, pool)))
-    await client.start_server()
-    yield client
-    await client.close()
 
 
 async def test_the_document_is_served_without_a_login(console):

@@ -8,29 +8,9 @@ from pathlib import Path
 
 import pytest
 from mailed_links import deliver_queued, link_in, link_messages
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 
 from tracker.tokens import Tokens
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture
-async def browser():
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        await browser.close()
 
 
 @pytest.fixture

@@ -20,23 +20,12 @@ from dataclasses import replace
 import pytest
 from axe_playwright_python.async_playwright import Axe
 from mailed_links import deliver_queued, follow, link_in, link_messages
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 
 from tracker.organisation import Organisation
 from tracker.pages import page_environment
 from tracker.tokens import Tokens
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WCAG_21_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 ORGANISATION = {
     "organisation_name": "Example Corp",
@@ -60,13 +49,6 @@ def settings(request, settings):
         return settings
     return replace(settings, **ORGANISATION)
 
-
-@pytest.fixture
-async def browser():
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        await browser.close()
 
 
 @pytest.fixture
