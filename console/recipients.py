@@ -6,12 +6,12 @@ answer show the same thing. Bad arguments raise FairclickError (a 400 for either
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 import asyncpg
 
 from tracker.errors import FairclickError
+from tracker.personal_data import person_fields
 from tracker.queries import load_queries
 
 SQL = load_queries("console", "recipients.sql")
@@ -81,14 +81,7 @@ async def recipient_detail(conn: asyncpg.Connection, recipient_id: int) -> dict 
         click_count = await conn.fetchval(SQL.recipient_click_count, recipient_id)
     return {
         "id": person["id"],
-        "email": person["email"],
-        "name": person["name"],
-        "attributes": json.loads(person["attributes"]),
-        "format": person["format"],
-        "tracking_consent": person["tracking_consent"],
-        "subscribed": person["unsubscribed_at"] is None,
-        "unsubscribed_at": _when(person["unsubscribed_at"]),
-        "created_at": _when(person["created_at"]),
+        **person_fields(person),
         "consent_events": [
             {
                 "kind": e["kind"],

@@ -44,6 +44,20 @@ def _when(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
+def person_fields(person: asyncpg.Record) -> dict:
+    """A recipients row as the download and the console show it: choices, in JSON values."""
+    return {
+        "email": person["email"],
+        "name": person["name"],
+        "attributes": json.loads(person["attributes"]),
+        "format": person["format"],
+        "tracking_consent": person["tracking_consent"],
+        "subscribed": person["unsubscribed_at"] is None,
+        "unsubscribed_at": _when(person["unsubscribed_at"]),
+        "created_at": _when(person["created_at"]),
+    }
+
+
 def consent_event(e: asyncpg.Record) -> dict:
     """A consent event (SQL.consent_history) with its proof: the full wording the person was
     shown, its version and SHA-256, the privacy policy in force, the channel and actor."""
@@ -96,16 +110,7 @@ async def personal_data(conn: asyncpg.Connection, recipient_id: int) -> dict | N
     return {
         "about": "Everything fairclick holds about you, as it stood when this file was made.",
         "generated_at": datetime.now(UTC).isoformat(),
-        "recipient": {
-            "email": person["email"],
-            "name": person["name"],
-            "attributes": json.loads(person["attributes"]),
-            "format": person["format"],
-            "tracking_consent": person["tracking_consent"],
-            "subscribed": person["unsubscribed_at"] is None,
-            "unsubscribed_at": _when(person["unsubscribed_at"]),
-            "created_at": _when(person["created_at"]),
-        },
+        "recipient": person_fields(person),
         "consent_events": [consent_event(e) for e in events],
         "messages": [
             {
