@@ -293,6 +293,15 @@ def test_settings_from_the_environment():
         ("FAIRCLICK_PRIVACY_POLICY_URL", "https://e.com/a b", "is not an http(s) address"),
         ("FAIRCLICK_PRIVACY_POLICY_URL", "https://e.com/\u202eftp", "is not an http(s) address"),
         ("FAIRCLICK_PRIVACY_POLICY_URL", "https://e.com/\x1b[2J", "is not an http(s) address"),
+        # Every address setting goes through one check (settings.http_url_parts): a broken
+        # IPv6 host was a ValueError traceback, a bad port or a space was taken as is.
+        ("FAIRCLICK_BASE_URL", "http://[::1", "is not an http(s) address"),
+        ("FAIRCLICK_BASE_URL", "http://click.example.com:abc", "is not an http(s) address"),
+        ("FAIRCLICK_BASE_URL", "http://click.example.com:99999", "is not an http(s) address"),
+        ("FAIRCLICK_BASE_URL", "http://click example.com", "is not an http(s) address"),
+        ("FAIRCLICK_BASE_URL", "https://e.com/\u202ex", "is not an http(s) address"),
+        ("FAIRCLICK_CONSOLE_URL", "http://[::1", "is not an http(s) address"),
+        ("FAIRCLICK_CONSOLE_URL", "http://ops.example.com:x", "is not an http(s) address"),
         ("FAIRCLICK_PRIVACY_POLICY_VERSION", "v2\u2066", "one line of at most 100"),
         ("FAIRCLICK_ORGANISATION_NAME", "Evil\x1b]0;owned\x07", "control character"),
         ("FAIRCLICK_ORGANISATION_ADDRESS", "1 Main St\\n\u202eASU", "control character"),

@@ -9,7 +9,7 @@ import secrets
 import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from tracker.control_chars import CONTROL
 from tracker.errors import ConfigError
@@ -136,9 +136,27 @@ class Settings:
         return replace(self, secret_keys=(load_or_create_secret_key(self.data_dir),))
 
 
+def http_url_parts(value: str) -> SplitResult | None:
+    """The parts of an absolute http(s) address with a host and a numeric port, else None.
+
+    One check for every address setting: no whitespace, control or bidi characters (they
+    end up in mail, pages and stored proof), and nothing urlsplit refuses ("http://[::1").
+    """
+    if any(c.isspace() or unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS for c in value):
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number or too big
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts
+
+
 def parse_base_url(value: str) -> str:
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+    parts = http_url_parts(value.strip())
+    if parts is None or parts.query or parts.fragment:
         raise ConfigError(
             f"FAIRCLICK_BASE_URL={value!r} is not an http(s) address: "
             "use e.g. FAIRCLICK_BASE_URL=https://click.example.com"
@@ -225,18 +243,7 @@ def parse_privacy_policy_url(value: str | None) -> str | None:
     url = (value or "").strip()
     if not url:
         return None
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
-    except ValueError:
-        parts = None
-    if (
-        parts is None
-        or parts.scheme not in ("http", "https")
-        or not parts.hostname
-        # Control and bidi characters too: the address is shown and stored as proof.
-        or any(c.isspace() or unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS for c in url)
-    ):
+    if http_url_parts(url) is None:
         raise ConfigError(
             f"FAIRCLICK_PRIVACY_POLICY_URL={url!r} is not an http(s) address: "
             "use e.g. FAIRCLICK_PRIVACY_POLICY_URL=https://example.com/privacy"
@@ -246,15 +253,9 @@ def parse_privacy_policy_url(value: str | None) -> str | None:
 
 def parse_console_url(value: str) -> str:
     """An http(s) origin, with no path: the console's links and cookies live at its root."""
-    try:
-        parts = urlsplit(value.strip())
-        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
-    except ValueError:
-        parts = None
+    parts = http_url_parts(value.strip())
     if (
         parts is None
-        or parts.scheme not in ("http", "https")
-        or not parts.hostname
         or parts.path not in ("", "/")
         or parts.query
         or parts.fragment
