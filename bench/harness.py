@@ -13,9 +13,11 @@ stays steady when other processes share the machine; `Core` says how busy a core
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -138,6 +140,14 @@ class Postgres:
             return 0.0
         reaped = t.children_user + t.children_system
         return cpu_seconds(self.pid) + reaped
+
+    def pin(self, core: int) -> None:
+        """Move the postmaster and every backend to `core` (new backends inherit it)."""
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(self.pid)
+            for p in [proc, *proc.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    p.cpu_affinity([core])
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
@@ -333,3 +343,35 @@ def print_results(title: str, headers: list[str], rows: list[list], targets: lis
         print(f"  [{'met' if t.met else 'MISSED':>6}] {t.name}: {t.value:.3g}{t.unit}"
               f" (target {sign} {t.limit:g}{t.unit})")  # fmt: skip
     return all(t.met for t in targets)
+
+
+def profile_summary(raw: Path, groups: list[tuple[str, tuple[str, ...]]], per_unit: float,
+                    unit: str) -> None:  # fmt: skip
+    """py-spy's raw stacks → share of samples per group, shared out over `per_unit`.
+
+    A sample goes to the group of its innermost frame that matches one (so `re` called from
+    aiosmtplib counts as aiosmtplib); samples inside an import are start-up, left out.
+    """
+    counts: collections.Counter = collections.Counter()
+    leaves: collections.Counter = collections.Counter()
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        frames = stack.split(";")
+        group = "start-up" if "importlib._bootstrap" in stack else "other"
+        if group == "other":
+            group = next((g for f in reversed(frames) for g, marks in groups
+                          if any(m in f for m in marks)), "other")  # fmt: skip
+        counts[group] += int(n)
+        if group == "other":
+            leaves[re.sub(r":\d+\)$", ")", frames[-1])] += int(n)
+    imports = counts.pop("start-up", 0)
+    total = sum(counts.values()) or 1
+    print(f"\nwhere the CPU goes (py-spy --gil, {total} samples; {imports} samples of imports "
+          f"left out; shared out over {per_unit:.3g} {unit}):")  # fmt: skip
+    for group, n in counts.most_common():
+        print(f"  {100 * n / total:5.1f}%  {per_unit * n / total:7.3g} {unit}  {group}")
+    print("  hottest in 'other' (innermost frame):")
+    for frame, n in leaves.most_common(8):
+        print(f"  {100 * n / total:5.1f}%  {frame}")

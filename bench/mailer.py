@@ -25,7 +25,6 @@
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import re
 import sys
@@ -43,6 +42,7 @@ from harness import (
     median,
     need,
     print_results,
+    profile_summary,
     py_spy,
     tail,
 )
@@ -167,7 +167,7 @@ def bare(bench: Bench, sink: Sink, message: str, count: int, connections: int) -
     }
 
 
-PROFILE_GROUPS = (  # first match from the innermost frame outwards names a sample
+PROFILE_GROUPS = [  # where `send`'s CPU goes: harness.profile_summary
     ("SMTP (aiosmtplib: DATA path, replies)", ("aiosmtplib/",)),
     ("MIME (email package, mailer/message.py)", ("(email/", "/email/", "mailer/message.py")),
     ("text part", ("mailer/text_part.py", "mailer/plain_text.py")),
@@ -175,41 +175,7 @@ PROFILE_GROUPS = (  # first match from the innermost frame outwards names a samp
     ("tokens", ("tracker/tokens.py", "hashids")),
     ("asyncpg", ("asyncpg/",)),
     ("link finding and rewriting", ("mailer/rewrite.py", "mailer/layout_links.py")),
-)
-
-
-def _group(frames: list[str]) -> str:
-    if any("importlib._bootstrap" in f for f in frames):
-        return "start-up (imports)"
-    for frame in reversed(frames):  # innermost first
-        for group, marks in PROFILE_GROUPS:
-            if any(m in frame for m in marks):
-                return group
-    return "other"
-
-
-def profile_summary(raw: str, cpu_per_msg_ms: float) -> None:
-    groups: collections.Counter = collections.Counter()
-    leaves: collections.Counter = collections.Counter()
-    for line in open(raw, errors="replace"):
-        stack, _, n = line.rstrip().rpartition(" ")
-        if not n.isdigit():
-            continue
-        frames = stack.split(";")
-        group = _group(frames)
-        groups[group] += int(n)
-        if group == "other":
-            leaves[re.sub(r":\d+\)$", ")", frames[-1])] += int(n)
-    imports = groups.pop("start-up (imports)", 0)
-    total = sum(groups.values()) or 1
-    print(f"\nwhere `fairclick send`'s CPU goes (py-spy --gil: the thread running Python; "
-          f"{total} samples of one more run, shared out over the {cpu_per_msg_ms:.2f} ms/msg "
-          f"of the table; {imports} samples of imports left out, as start-up is):")  # fmt: skip
-    for group, n in groups.most_common():
-        print(f"  {100 * n / total:5.1f}%  {cpu_per_msg_ms * n / total:5.2f} ms/msg  {group}")
-    print("  hottest in 'other' (innermost frame):")
-    for frame, n in leaves.most_common(8):
-        print(f"  {100 * n / total:5.1f}%  {frame}")
+]
 
 
 def main() -> int:
@@ -318,7 +284,8 @@ def main() -> int:
             raw = str(bench.tmp / "py-spy.raw")
             make_campaign(bench, env, "profiled")
             send(bench, env, sink, "profiled", 1, profile=raw)
-            profile_summary(raw, med(fc, "cpu"))  # py-spy's own CPU is in that run's
+            # Over the table's figure: py-spy's own CPU is in that run's.
+            profile_summary(Path(raw), PROFILE_GROUPS, med(fc, "cpu"), "ms/msg of send's CPU")
         return 0 if ok and not problems else 1
 
 

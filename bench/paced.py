@@ -11,7 +11,8 @@ against every request it delayed (no coordinated omission).
 
 PATHS: one request path per line (e.g. /c/TOKEN), used round-robin. Prints one JSON line:
 rate_asked, rate_done, requests, errors, status ({code: n}), p50_ms … p999_ms, max_ms,
-send_late_p99_ms (how late this generator sent: its own share of the latency),
+send_late_p99_ms (how late this generator sent requests whose connection was free in time:
+its own share of the latency, not the server's),
 cpu_per_request_us (this process's CPU per measured request) and cpu_share (of one core).
 Requests scheduled during --warmup are sent but not counted. Plain HTTP/1.1 over asyncio
 streams: a response needs Content-Length or chunked encoding (as aiohttp sends).
@@ -44,7 +45,7 @@ class Load:
         self.end = self.measure_from + duration
         self.next = 0  # index of the next request to schedule
         self.latencies: list[float] = []
-        self.late: list[float] = []  # how late each request was sent (the generator's lag)
+        self.late: list[float] = []  # the generator's own lag: see record()
         self.status: collections.Counter = collections.Counter()
         self.errors = 0
         self.last_done = self.measure_from
@@ -58,8 +59,12 @@ class Load:
         self.next += 1
         return due, request
 
-    def record(self, due: float, sent: float, status: int | None) -> None:
-        """A response (or an error) to the request scheduled at `due` and sent at `sent`."""
+    def record(self, due: float, sent: float, status: int | None, ahead: bool) -> None:
+        """A response (or an error) to the request scheduled at `due` and sent at `sent`.
+
+        ahead: a connection took it before it was due, so any lateness of its send is the
+        generator's (its timer, its event loop), not a server that kept every connection busy.
+        """
         if due < self.measure_from:
             return
         now = time.monotonic()
@@ -68,7 +73,8 @@ class Load:
             self.errors += 1
         else:
             self.status[status] += 1
-            self.late.append(max(0.0, sent - due))
+            if ahead:
+                self.late.append(max(0.0, sent - due))
             # From the scheduled time; from the send if the timer woke us a little early.
             self.latencies.append(now - min(due, sent))
 
@@ -110,7 +116,7 @@ async def connection(load: Load, host: str, port: int, deadline: float) -> None:
             await asyncio.sleep(delay - EARLY)
         sent = time.monotonic()
         if sent > deadline:
-            load.record(due, sent, None)  # never sent: the server fell too far behind
+            load.record(due, sent, None, False)  # never sent: the server fell too far behind
             continue
         try:
             if writer is None:
@@ -121,7 +127,7 @@ async def connection(load: Load, host: str, port: int, deadline: float) -> None:
         except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 ValueError):  # fmt: skip
             status, keep = None, False
-        load.record(due, sent, status)
+        load.record(due, sent, status, delay > 0)
         if not keep and writer is not None:
             writer.close()
             reader = writer = None
