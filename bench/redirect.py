@@ -154,12 +154,14 @@ def paced(bench: Bench, name: str, env: dict, paths: Path, args) -> dict:
         argv = [sys.executable, str(BENCH / "paced.py"), "--url", f"http://127.0.0.1:{port}",
                 "--paths", str(paths), "--rate", str(args.rate), "--duration", str(args.duration),
                 "--warmup", str(args.warmup), "--user-agent", USER_AGENT]  # fmt: skip
+        core, server0 = Core(SERVER_CORE).start(), cpu_seconds(proc.pid)
         done = bench.run(argv, core=LOAD_CORE, name="paced")
+        other = 1 - core.stop() - (cpu_seconds(proc.pid) - server0) / done.wall
     finally:
         bench.stop(proc)
     if done.returncode:
         sys.exit(f"bench/paced.py failed: {done.errors[-1500:]}")
-    return json.loads(done.output.strip().splitlines()[-1])
+    return {**json.loads(done.output.strip().splitlines()[-1]), "other": max(0.0, other)}
 
 
 def main() -> int:
@@ -180,6 +182,15 @@ def main() -> int:
         print(f"machine: {machine()}")
         pg = bench.postgres(core=args.postgres_core)
         paths = seed(pg, bench.tmp)
+        facts = pg.sql(
+            lambda c: c.fetchrow(
+                "SELECT version(), current_setting('fsync') AS fsync, current_setting("
+                "'synchronous_commit') AS sync, current_setting('wal_sync_method') AS wal"
+            )
+        )
+        print(f"{facts[0].split(' on ')[0]}: fsync {facts['fsync']}, synchronous_commit "
+              f"{facts['sync']}, wal_sync_method {facts['wal']} (a click is durable before its"
+              " 302: its latency includes a WAL flush)")  # fmt: skip
         env = bench.env(
             FAIRCLICK_DATABASE_URL=pg.dsn,
             FAIRCLICK_SECRET_KEY=SECRET_KEY,
@@ -214,7 +225,8 @@ def main() -> int:
                           f"{r['p50_ms']} p99 {r['p99_ms']} p99.9 {r['p999_ms']} ms, errors "
                           f"{r['errors']}, status {r['status']}; paced.py: "
                           f"{r['cpu_share']:.0%} of its core, sent ≤ {r['send_late_p99_ms']} ms "
-                          "late (p99)", flush=True)  # fmt: skip
+                          f"late (p99); core {SERVER_CORE} {r['other']:.0%} other",
+                          flush=True)  # fmt: skip
             pg.pin(args.postgres_core)
 
         def m(name: str, key: str, source=runs) -> float:
@@ -247,11 +259,13 @@ def main() -> int:
             ["server", "req/s", "÷ bare", "server µs/req", "PG µs/req", "CPU ÷ bare",
              "p50 ms", "p90 ms", "p99 ms", "p99.9 ms"],
             rows, targets,
-            notes=f"req/s and CPU per request (server, PostgreSQL): wrk runs, PostgreSQL on "
-            f"core {args.postgres_core}. p50-p99.9: latency from each request's scheduled "
-            f"time, server alone on core {SERVER_CORE}, PostgreSQL and paced.py on core "
-            f"{LOAD_CORE}. 'other' (in the run lines): core {SERVER_CORE}'s time used by\n"
-            "neither the server nor PostgreSQL — other processes on the machine, noise.",
+            notes="\n".join([
+                f"req/s, CPU per request (server, PostgreSQL): wrk runs, PostgreSQL on core "
+                f"{args.postgres_core}.",
+                f"p50-p99.9: latency from each request's scheduled time; the server alone on "
+                f"core {SERVER_CORE}, PostgreSQL and paced.py on core {LOAD_CORE}.",
+                f"'other' (in the run lines): core {SERVER_CORE}'s time used by neither the "
+                "server nor PostgreSQL: other processes on the machine, noise."]),
         )  # fmt: skip
         if args.profile:
             raw = bench.tmp / "py-spy.raw"
