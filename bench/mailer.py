@@ -177,14 +177,22 @@ PROFILE_GROUPS = [  # where `send`'s CPU goes: harness.profile_summary
 ]
 
 
+def counts_list(text: str) -> list[int]:
+    counts = [int(n) for n in text.split(",") if n.strip().isdigit()]
+    if not counts or len(counts) != len(text.split(",")) or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: positive numbers separated by commas")
+    return counts
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--messages", type=int, default=10_000)
     p.add_argument("--quick", action="store_true", help="1,000 messages")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--connections", type=int, default=4, help="SMTP connections (4)")
-    p.add_argument("--processes", default="", help="`send --processes` counts, e.g. 1,2 "
-                   "(default: 1,2 where `send` has --processes, else 1)")  # fmt: skip
+    p.add_argument("--processes", type=counts_list, default=[], metavar="N,N",
+                   help="`send --processes` counts, e.g. 1,2 (default: 1,2 where `send` has "
+                   "--processes, else 1)")  # fmt: skip
     p.add_argument("--profile", action="store_true", help="one more `send` under py-spy")
     args = p.parse_args()
     if args.quick and args.messages == 10_000:
@@ -193,7 +201,7 @@ def main() -> int:
     with Bench("mailer") as bench:
         print(f"machine: {machine()}")
         has_processes = "--processes" in bench.run(cli("send", "--help")).output
-        counts = [int(n) for n in (args.processes or ("1,2" if has_processes else "1")).split(",")]
+        counts = args.processes or ([1, 2] if has_processes else [1])
         if any(n > 1 for n in counts) and not has_processes:
             sys.exit("bench/mailer.py: this checkout's `fairclick send` has no --processes yet")
         pg = bench.postgres(core=LIMIT_CORE)
@@ -226,6 +234,8 @@ def main() -> int:
         pg.sql(lambda c: c.execute("ANALYZE"))
         make_campaign(bench, env, "autumn")
         preview = bench.run(cli("preview", "autumn", "--to", "reader2@example.net"), env=env)
+        if preview.returncode:
+            sys.exit(f"fairclick preview failed:\n{preview.errors[-2000:]}")
         message = bench.tmp / "message.eml"
         message.write_bytes(re.sub(r"\r?\n", "\r\n", preview.output).encode())
         print(f"seeded {args.messages:,} recipients; the bare sender's message: `fairclick "
