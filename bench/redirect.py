@@ -238,6 +238,7 @@ def main() -> int:
                 s,
                 m(s, "rps"),
                 m(s, "rps") / m("bare", "rps"),
+                f"{m(s, 'other'):.0%}",
                 m(s, "server_us"),
                 m(s, "pg_us"),
                 cost[s] / cost["bare"],
@@ -245,6 +246,7 @@ def main() -> int:
                     m(s, k, lat) if lat.get(s) else "-"
                     for k in ("p50_ms", "p90_ms", "p99_ms", "p999_ms")
                 ),
+                f"{m(s, 'other', lat):.0%}" if lat.get(s) else "-",
             ]
             for s in SERVERS
         ]
@@ -256,16 +258,16 @@ def main() -> int:
         ok = print_results(
             f"medians of {args.runs} runs; wrk: {args.duration} s, {CONNECTIONS} connections "
             f"(closed loop); paced: bench/paced.py at {args.rate:,} req/s (open loop)",
-            ["server", "req/s", "÷ bare", "server µs/req", "PG µs/req", "CPU ÷ bare",
-             "p50 ms", "p90 ms", "p99 ms", "p99.9 ms"],
+            ["server", "req/s", "÷ bare", "other", "server µs/req", "PG µs/req", "CPU ÷ bare",
+             "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "other"],
             rows, targets,
             notes="\n".join([
                 f"req/s, CPU per request (server, PostgreSQL): wrk runs, PostgreSQL on core "
                 f"{args.postgres_core}.",
                 f"p50-p99.9: latency from each request's scheduled time; the server alone on "
                 f"core {SERVER_CORE}, PostgreSQL and paced.py on core {LOAD_CORE}.",
-                f"'other' (in the run lines): core {SERVER_CORE}'s time used by neither the "
-                "server nor PostgreSQL: other processes on the machine, noise."]),
+                f"other: the share of core {SERVER_CORE} used by neither the server nor "
+                "PostgreSQL (other processes on the machine: noise), in the wrk and paced runs."]),
         )  # fmt: skip
         if args.profile:
             raw = bench.tmp / "py-spy.raw"
