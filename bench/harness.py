@@ -279,7 +279,10 @@ def need(*tools: str, cores: tuple[int, ...] = (0, 1)) -> None:
     """Exit with one line if a tool or a core is missing."""
     missing = [t for t in tools if shutil.which(t) is None and not Path(t).exists()]
     if missing:
-        sys.exit(f"this benchmark needs {', '.join(missing)} (Debian: wrk, postfix, util-linux)")
+        sys.exit(
+            f"this benchmark needs {', '.join(missing)} (Debian packages wrk, postfix for "
+            "smtp-sink, util-linux for taskset; py-spy: pip install '.[bench]')"
+        )
     if not set(cores) <= os.sched_getaffinity(0):
         sys.exit(f"this benchmark pins to cores {cores}; it may use {os.sched_getaffinity(0)}")
 
@@ -290,12 +293,9 @@ def py_spy() -> str | None:
 
 
 def machine() -> str:
-    model = platform.processor() or "CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    """When, which commit, which machine and how loaded: the first line of a bench's output."""
+    found = re.search(r"^model name\s*: (.*)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
+    model = found[1] if found else platform.processor() or "CPU"
     commit = subprocess.run(
         ["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True
     ).stdout.strip()
