@@ -2,13 +2,9 @@
 -- (one per line) and counts the responses by status, so that the driver can compare
 -- the 302s the load generator received with the clicks the database holds.
 --
---   wrk ... -s bench/redirect.lua http://127.0.0.1:PORT/ -- PATHS_FILE [START_INDEX [DELAY_MS]]
+--   wrk ... -s bench/redirect.lua http://127.0.0.1:PORT/ -- PATHS_FILE [START_INDEX]
 --
--- DELAY_MS paces the load: each connection waits that long on average after a response
--- before its next request (wrk's delay()), so latency is measured below saturation. The
--- waits are random (exponential, like people's): with a fixed wait, the connections a
--- batch answered together would come back together for ever, and latency would measure
--- 64 requests arriving in one burst rather than a steady flow.
+-- Latency at a steady rate is bench/paced.py's job (open loop, as wrk2 measures).
 --
 -- done() prints one line "BENCH {json}" for the driver; wrk's own report stays as it is.
 
@@ -38,15 +34,6 @@ function init(args)
   -- Start where the previous run (the warm-up) stopped: args[2]. Each wrk thread starts
   -- at its own place in the list, so they don't send the same pairs at the same moment.
   index = ((tonumber(args[2]) or 0) + (thread_number or 0) * 7919) % #paths
-  local pause = tonumber(args[3]) or 0
-  if pause > 0 then
-    math.randomseed(os.time() + (thread_number or 0))
-    -- Defined only when pacing: wrk checks for delay() after init, and schedules every
-    -- request through a timer once it exists.
-    function delay()
-      return math.floor(math.min(-pause * math.log(1 - math.random()), 10 * pause))
-    end
-  end
 end
 
 function request()
