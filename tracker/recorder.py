@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from tracker import metrics
+from tracker.bots import SCAN_PARAMETERS
 from tracker.database import UNREACHABLE
 from tracker.queries import SQL
 from tracker.spool import Spool
@@ -63,6 +64,9 @@ class Click:
     ip: str | None
     user_agent: str | None
     id: int = field(default_factory=new_event_id)
+    # When the scan detector's clock saw it (tracker/bots.py ScanDetector); None for a
+    # click not seen by a detector (written by a tool), whose timing is not judged.
+    seen: float | None = None
 
 
 @dataclass(slots=True)
@@ -80,6 +84,7 @@ class Open:
 class Result:
     outcome: Outcome
     key: tuple[int, datetime] | None = None  # a stored click's (id, clicked_at)
+    bot_reason: str | None = None  # why a stored click was judged a bot's
 
 
 def _to_spool_row(event: Click | Open) -> list:
@@ -87,21 +92,24 @@ def _to_spool_row(event: Click | Open) -> list:
 
     While the database is away nobody can tell whether this person consented, and a
     spool file is storage too: it holds message, link, time and bot verdict only, so
-    even a consenting person's spooled click is stored without IP and agent.
+    even a consenting person's spooled click is stored without IP and agent. A click
+    keeps when the detector saw it: its timing is judged when it is replayed.
     """
     when = event.at.isoformat()
     if isinstance(event, Click):
         return ["click", event.message_id, event.link_id, when, event.kind, event.reason,
-                None, None, event.id]  # fmt: skip
+                None, None, event.id, event.seen]  # fmt: skip
     return ["open", event.message_id, when, event.kind, event.reason, None, None, event.id]
 
 
 def _from_row(row: list) -> Click | Open:
-    # Rows spooled before events had their own id (8 and 7 fields) get a new one.
+    # Rows spooled before events had their own id (8 and 7 fields) get a new one; clicks
+    # spooled before their timing was judged where they are written (9 fields) were judged
+    # when they were taken, and are not judged again.
     if row[0] == "click":
-        _, message_id, link_id, at, kind, reason, ip, ua, *event_id = row
+        _, message_id, link_id, at, kind, reason, ip, ua, *id_and_seen = row
         at = datetime.fromisoformat(at)
-        return Click(message_id, link_id, at, kind, reason, ip, ua, *event_id)
+        return Click(message_id, link_id, at, kind, reason, ip, ua, *id_and_seen)
     _, message_id, at, kind, reason, ip, ua, *event_id = row
     return Open(message_id, datetime.fromisoformat(at), kind, reason, ip, ua, *event_id)
 
@@ -110,11 +118,13 @@ async def write_events(conn: asyncpg.Connection, events: list[Click | Open]) -> 
     """Insert clicks and opens (inside the caller's transaction); one Result per event.
 
     An event whose id is already stored (a replay of a batch that was committed after
-    all) is not written again, and counts as stored.
+    all) is not written again, and counts as stored. The clicks are judged for scanning
+    in the statement that writes them (tracker/bots.py); earlier clicks of a scan that
+    another process committed while it ran are re-marked by a second statement.
     """
     clicks = [e for e in events if isinstance(e, Click)]
     opens = [e for e in events if isinstance(e, Open)]
-    stored_clicks: set[int] = set()
+    stored_clicks: dict[int, str | None] = {}  # id -> bot reason
     stored_opens: set[int] = set()
     if clicks:
         rows = await conn.fetch(
@@ -129,8 +139,11 @@ async def write_events(conn: asyncpg.Connection, events: list[Click | Open]) -> 
             [e.user_agent for e in clicks],
             TOO_SOON_SECONDS,
             TOO_SOON_REASON,
+            [e.seen for e in clicks],
+            *SCAN_PARAMETERS,
         )
-        stored_clicks.update(row[0] for row in rows)
+        stored_clicks.update((row[0], row[2]) for row in rows if row[1] is None)
+        await _mark_unseen_earlier(conn, [row for row in rows if row[1] is not None])
     if opens:
         rows = await conn.fetch(
             SQL.record_opens,
@@ -144,11 +157,23 @@ async def write_events(conn: asyncpg.Connection, events: list[Click | Open]) -> 
         )
         stored_opens.update(row[0] for row in rows)
     return [
-        Result(Outcome.STORED, (e.id, e.at))
+        Result(Outcome.STORED, (e.id, e.at), stored_clicks.get(e.id))
         if e.id in (stored_clicks if isinstance(e, Click) else stored_opens)
         else Result(Outcome.INVALID)
         for e in events
     ]
+
+
+async def _mark_unseen_earlier(conn: asyncpg.Connection, rows: list) -> None:
+    """Re-mark the earlier clicks of a scan that the recording statement could not see.
+
+    They were committed by another process after that statement began (two hosts writing
+    clicks of one message at the same moment: the statement waited for the other's row of
+    scan_window, whose clicks its snapshot does not hold); this statement sees them.
+    """
+    for reason in {row[2] for row in rows}:
+        keys = [row for row in rows if row[2] == reason]
+        await conn.execute(SQL.mark_clicks_bot, [k[0] for k in keys], [k[1] for k in keys], reason)
 
 
 async def _write(conn: asyncpg.Connection, events: list[Click | Open]) -> list[Result]:
