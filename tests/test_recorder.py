@@ -326,11 +326,11 @@ async def test_an_unexpected_error_while_writing_spools_the_batch_and_the_flushe
     store = Recorder._store
     calls = []
 
-    async def fails_once(self, events):
+    async def fails_once(self, events, *rest):
         calls.append(len(events))
         if len(calls) == 1:
             raise RuntimeError("a bug in writing")
-        return await store(self, events)
+        return await store(self, events, *rest)
 
     monkeypatch.setattr(Recorder, "_store", fails_once)
     await recorder.start()

@@ -210,9 +210,10 @@ WHERE EXISTS (SELECT 1 FROM suppressions s WHERE s.address_hash = suppression_ha
 -- returns (a batch of another host writing the same message commits first, or waits);
 -- a click is a bot's if it hit the honeypot ($16), lies within $14 s of a honeypot hit
 -- ($17), or lies in $12 s holding $13 different links of its message ($18). Earlier clicks
--- the batch shows to be a scanner's are re-marked in the same statement; those committed by
--- another process after this statement's snapshot was taken cannot be seen by it, and come
--- back (remark_at set) for the caller to re-mark (SQL.mark_clicks_bot).
+-- the batch shows to be a scanner's come back (remark_at set) for the caller to re-mark
+-- (SQL.mark_clicks_bot) once the batch is answered: re-marking them here would cost every
+-- batch the rollups' UPDATE trigger (it runs even for no rows), and could not see those
+-- another process committed after this statement's snapshot was taken.
 -- $5/$6 are the request's own verdict (HEAD, agent); $11 when the detector's clock saw each.
 WITH batch AS (
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::timestamptz[],
@@ -242,56 +243,35 @@ WITH batch AS (
     FROM valid GROUP BY message_id ORDER BY message_id
     ON CONFLICT (message_id) DO UPDATE SET
         touched_at = now(),
-        -- The batch's clicks and those of the last $14 s before (by the time they were
-        -- written), the newest $15.
+        -- The batch's clicks after the row's clicks of the last $14 s (by the time they
+        -- were written; the row holds them in that order), the newest $15: a slice.
         (ids, clicked_at, link_ids, seen, honeypot) = (
-            SELECT coalesce(array_agg(e.id ORDER BY e.n), '{}'),
-                   coalesce(array_agg(e.clicked_at ORDER BY e.n), '{}'),
-                   coalesce(array_agg(e.link_id ORDER BY e.n), '{}'),
-                   coalesce(array_agg(e.seen ORDER BY e.n), '{}'),
-                   coalesce(array_agg(e.honeypot ORDER BY e.n), '{}')
-            FROM (SELECT * FROM unnest(w.ids || excluded.ids, w.clicked_at || excluded.clicked_at,
-                                       w.link_ids || excluded.link_ids, w.seen || excluded.seen,
-                                       w.honeypot || excluded.honeypot)
-                      WITH ORDINALITY AS e(id, clicked_at, link_id, seen, honeypot, n)
-                  WHERE e.n > cardinality(w.ids)
-                     OR e.clicked_at > now() - make_interval(secs => $14::float8)
-                  ORDER BY e.n DESC LIMIT $15::int) e)
+            SELECT (w.ids || excluded.ids)[k:], (w.clicked_at || excluded.clicked_at)[k:],
+                   (w.link_ids || excluded.link_ids)[k:], (w.seen || excluded.seen)[k:],
+                   (w.honeypot || excluded.honeypot)[k:]
+            FROM (SELECT greatest(
+                    cardinality(w.ids) + cardinality(excluded.ids) - $15::int + 1,
+                    CASE WHEN w.clicked_at[1] > now() - make_interval(secs => $14::float8) THEN 1
+                         ELSE coalesce((SELECT min(i) FROM generate_subscripts(w.clicked_at, 1) i
+                                        WHERE w.clicked_at[i]
+                                              > now() - make_interval(secs => $14::float8)),
+                                       cardinality(w.ids) + 1)
+                    END) AS k) AS first_kept)
     RETURNING w.message_id, w.ids, w.clicked_at, w.link_ids, w.seen, w.honeypot
 ), span AS (
     SELECT message_id, min(seen) FILTER (WHERE NOT honeypot) AS first,
            max(seen) FILTER (WHERE NOT honeypot) AS last,
            array_agg(id) AS new_ids, array_agg(seen) FILTER (WHERE honeypot) AS new_hits
     FROM valid GROUP BY message_id
-), judged AS (
-    -- Per message: when its honeypot was hit, and the ends of the windows of $12 s holding
-    -- $13 links or more that the batch's clicks fall in (windows without them were judged
-    -- by earlier batches). Most messages have neither, and no click of theirs is looked at.
-    SELECT s.*, p.new_ids, coalesce(p.new_hits, '{}') AS new_hits,
-           ARRAY(SELECT h.t FROM unnest(s.seen, s.honeypot) AS h(t, hit) WHERE h.hit) AS hits,
-           ARRAY(SELECT d.t FROM unnest(s.link_ids, s.seen, s.honeypot) AS d(l, t, hit)
-                 WHERE NOT d.hit AND d.t BETWEEN p.first AND p.last + $12::float8
-                   AND (SELECT count(DISTINCT x.l)
-                        FROM unnest(s.link_ids, s.seen, s.honeypot) AS x(l, t, hit)
-                        WHERE NOT x.hit AND x.t BETWEEN d.t - $12::float8 AND d.t) >= $13::int) AS bursts
-    FROM scan s JOIN span p USING (message_id)
 ), verdicts AS MATERIALIZED (
-    SELECT e.id, e.clicked_at, e.id = ANY(j.new_ids) AS new,
-           CASE WHEN e.hit THEN $16::text
-                WHEN EXISTS (SELECT 1 FROM unnest(j.hits) t WHERE abs(t - e.t) <= $14::float8) THEN $17::text
-                WHEN EXISTS (SELECT 1 FROM unnest(j.bursts) t WHERE e.t BETWEEN t - $12::float8 AND t)
-                THEN $18::text
-           END AS reason,
-           -- An earlier click is re-marked for what the batch shows: a new honeypot hit near
-           -- it, or a burst it belongs to.
-           CASE WHEN EXISTS (SELECT 1 FROM unnest(j.new_hits) t WHERE abs(t - e.t) <= $14::float8)
-                THEN $17::text
-                WHEN EXISTS (SELECT 1 FROM unnest(j.bursts) t WHERE e.t BETWEEN t - $12::float8 AND t)
-                THEN $18::text
-           END AS remark
-    FROM judged j
-    CROSS JOIN LATERAL unnest(j.ids, j.clicked_at, j.seen, j.honeypot) AS e(id, clicked_at, t, hit)
-    WHERE cardinality(j.hits) > 0 OR cardinality(j.bursts) > 0
+    -- Judged only where there may be something to judge: $13 clicks or a honeypot hit.
+    SELECT v.click_id AS id, v.click_at AS clicked_at, v.is_new AS new, v.reason, v.remark
+    FROM scan s JOIN span p USING (message_id)
+    CROSS JOIN LATERAL scan_verdicts(
+        s.ids, s.clicked_at, s.link_ids, s.seen, s.honeypot, p.new_ids, p.first, p.last,
+        coalesce(p.new_hits, '{}'), $12::float8, $13::int, $14::float8, $16::text, $17::text,
+        $18::text) AS v
+    WHERE cardinality(s.ids) >= $13::int OR true = ANY(s.honeypot)
 ), decided AS MATERIALIZED (
     SELECT v.*, coalesce(v.bot_reason, j.reason, CASE WHEN v.too_soon THEN $10 END) AS why
     FROM valid v LEFT JOIN verdicts j ON j.id = v.id AND j.new
@@ -306,19 +286,12 @@ WITH batch AS (
            CASE WHEN consent THEN user_agent END
     FROM decided
     ON CONFLICT DO NOTHING
-), earlier AS (
-    SELECT id, clicked_at, remark FROM verdicts WHERE NOT new AND remark IS NOT NULL
-), remarked AS (
-    UPDATE clicks c SET kind = 'bot', bot_reason = e.remark
-    FROM earlier e
-    WHERE c.id = e.id AND c.clicked_at = e.clicked_at AND c.kind = 'human'
 )
--- The batch's valid clicks (remark_at NULL) with the reason each is a bot's (NULL: a person's).
+-- The batch's valid clicks (remark_at NULL) with the reason each is a bot's (NULL: a person's),
+-- then the earlier clicks to re-mark.
 SELECT id, NULL::timestamptz AS remark_at, why AS reason FROM decided
 UNION ALL
--- Earlier clicks this statement cannot see: committed by another process meanwhile.
-SELECT e.id, e.clicked_at, e.remark FROM earlier e
-WHERE NOT EXISTS (SELECT 1 FROM clicks c WHERE c.id = e.id AND c.clicked_at = e.clicked_at)
+SELECT id, clicked_at, remark FROM verdicts WHERE NOT new AND remark IS NOT NULL
 
 -- name: record_opens
 WITH batch AS (

@@ -114,13 +114,17 @@ def _from_row(row: list) -> Click | Open:
     return Open(message_id, datetime.fromisoformat(at), kind, reason, ip, ua, *event_id)
 
 
-async def write_events(conn: asyncpg.Connection, events: list[Click | Open]) -> list[Result]:
+async def write_events(
+    conn: asyncpg.Connection, events: list[Click | Open], *, earlier: list | None = None
+) -> list[Result]:
     """Insert clicks and opens (inside the caller's transaction); one Result per event.
 
     An event whose id is already stored (a replay of a batch that was committed after
     all) is not written again, and counts as stored. The clicks are judged for scanning
-    in the statement that writes them (tracker/bots.py); earlier clicks of a scan that
-    another process committed while it ran are re-marked by a second statement.
+    in the statement that writes them (tracker/bots.py); the earlier clicks that shows to
+    be a scanner's (wherever they were written) are re-marked by a second statement, here,
+    or, given a list `earlier`, added to it for the caller to re-mark (mark_earlier) once
+    the batch is answered.
     """
     clicks = [e for e in events if isinstance(e, Click)]
     opens = [e for e in events if isinstance(e, Open)]
@@ -143,7 +147,11 @@ async def write_events(conn: asyncpg.Connection, events: list[Click | Open]) -> 
             *SCAN_PARAMETERS,
         )
         stored_clicks.update((row[0], row[2]) for row in rows if row[1] is None)
-        await _mark_unseen_earlier(conn, [row for row in rows if row[1] is not None])
+        remarks = [tuple(row) for row in rows if row[1] is not None]
+        if earlier is None:
+            await mark_earlier(conn, remarks)
+        else:
+            earlier.extend(remarks)
     if opens:
         rows = await conn.fetch(
             SQL.record_opens,
@@ -164,25 +172,25 @@ async def write_events(conn: asyncpg.Connection, events: list[Click | Open]) -> 
     ]
 
 
-async def _mark_unseen_earlier(conn: asyncpg.Connection, rows: list) -> None:
-    """Re-mark the earlier clicks of a scan that the recording statement could not see.
+async def mark_earlier(conn: asyncpg.Connection, earlier: list) -> None:
+    """Re-mark earlier clicks of a scan as a bot's: (id, clicked_at, reason) each.
 
-    They were committed by another process after that statement began (two hosts writing
-    clicks of one message at the same moment: the statement waited for the other's row of
-    scan_window, whose clicks its snapshot does not hold); this statement sees them.
+    A statement of its own, which also sees those another process committed after the
+    recording statement began (two hosts writing clicks of one message at the same moment:
+    that statement waited for the other's row of scan_window, not in its snapshot).
     """
-    for reason in {row[2] for row in rows}:
-        keys = [row for row in rows if row[2] == reason]
+    for reason in sorted({row[2] for row in earlier}):
+        keys = [row for row in earlier if row[2] == reason]
         await conn.execute(SQL.mark_clicks_bot, [k[0] for k in keys], [k[1] for k in keys], reason)
 
 
-async def _write(conn: asyncpg.Connection, events: list[Click | Open]) -> list[Result]:
+async def _write(conn: asyncpg.Connection, events: list[Click | Open], earlier: list) -> list:
     """write_events, committed on return."""
     if all(isinstance(e, Click) for e in events):
         # One statement is atomic on its own: no BEGIN/COMMIT round trips.
-        return await write_events(conn, events)
+        return await write_events(conn, events, earlier=earlier)
     async with conn.transaction():
-        return await write_events(conn, events)
+        return await write_events(conn, events, earlier=earlier)
 
 
 def _described(exc: Exception) -> str:
@@ -284,9 +292,10 @@ class Recorder:
         events = [event for event, _ in batch]
         metrics.BATCH_SIZE.observe(len(batch))
         results = None
+        earlier: list = []  # earlier clicks of a scan, re-marked once the batch is answered
         if not self.degraded:
             try:
-                results = await self._store(events)
+                results = await self._store(events, earlier)
             except Exception as exc:
                 # A bug, not an outage: the batch goes to the spool all the same, and the
                 # flusher lives on. A flusher that died here left every request queued
@@ -308,11 +317,35 @@ class Recorder:
                 # The database came back while this batch was on its way to the spool:
                 # make sure a replay pass still picks it up.
                 self._start_recovery()
-        for (_, future), result in zip(batch, results, strict=True):
+        answers = list(zip(batch, results, strict=True))
+        if earlier:
+            # Only a machine waits for the re-marking of a scan's earlier clicks: the people
+            # in the batch are answered first; the bots' clicks once it is done.
+            for (_, future), result in answers:
+                if result.bot_reason is None and not future.done():
+                    future.set_result(result)
+            await self._mark_earlier(earlier)
+        for (_, future), result in answers:
             if not future.done():
                 future.set_result(result)
 
-    async def _store(self, events: list[Click | Open]) -> list[Result] | None:
+    async def _mark_earlier(self, earlier: list) -> None:
+        """Re-mark a scan's earlier clicks (SQL.mark_clicks_bot) in a statement of its own."""
+        conn = None
+        try:
+            conn = self._idle.pop() if self._idle else await self.pool.acquire(timeout=2)
+            await mark_earlier(conn, earlier)
+        except UNREACHABLE as exc:
+            log.warning("could not re-mark %d clicks as bot: %s", len(earlier), exc)
+            if conn is not None:
+                await self._give_back(conn)
+            return
+        except Exception as exc:  # a bug: the clicks stay as they were judged
+            log.error("re-marking %d clicks as bot failed (%s)", len(earlier), _described(exc))
+        if conn is not None:
+            self._idle.append(conn)
+
+    async def _store(self, events: list[Click | Open], earlier: list) -> list[Result] | None:
         """Write a batch to the database; None if it cannot be reached (the caller spools).
 
         A connection PostgreSQL dropped (a restart: the kept ones are the first to find
@@ -327,7 +360,8 @@ class Recorder:
                 # results is set only once the COMMIT returned. Set inside the transaction
                 # (as it once was), a COMMIT failing on a closed connection answered 302
                 # for clicks never stored: lost on a PostgreSQL restart.
-                results = await self._write_batch(conn, events)
+                earlier.clear()  # of an attempt that failed
+                results = await self._write_batch(conn, events, earlier)
             except UNREACHABLE as exc:
                 if conn is not None:
                     # The other kept connections date from before the break too: the
@@ -346,13 +380,15 @@ class Recorder:
             return results
         raise AssertionError("unreachable")  # the loop returns on its last attempt
 
-    async def _write_batch(self, conn: asyncpg.Connection, events: list[Click | Open]) -> list:
+    async def _write_batch(
+        self, conn: asyncpg.Connection, events: list[Click | Open], earlier: list
+    ) -> list:
         """The batch in one statement (or transaction). If it fails on data, each event on
         its own, so that one bad request never costs another person's click; an event that
         fails alone once more without the two values its client chose (IP and agent); and
         one that fails even so is refused (answered, never stored), not a 500."""
         try:
-            return await _write(conn, events)
+            return await _write(conn, events, earlier)
         except UNREACHABLE:
             raise
         except Exception as exc:
@@ -362,11 +398,13 @@ class Recorder:
                 "a batch of %d events failed (%s): writing them one by one",
                 len(events), _described(failed),
             )  # fmt: skip
-            return [(await self._write_batch(conn, [event]))[0] for event in events]
+            return [(await self._write_batch(conn, [event], earlier))[0] for event in events]
         (event,) = events
         if event.ip is not None or event.user_agent is not None:
             log.warning("an event failed (%s): writing it without IP and agent", _described(failed))
-            return await self._write_batch(conn, [replace(event, ip=None, user_agent=None)])
+            return await self._write_batch(
+                conn, [replace(event, ip=None, user_agent=None)], earlier
+            )
         log.error("an event could not be stored and was refused: %s", _described(failed))
         return [Result(Outcome.REFUSED)]
 

@@ -32,3 +32,48 @@ CREATE UNLOGGED TABLE scan_window (
     seen          float8[] NOT NULL,
     honeypot      boolean[] NOT NULL
 ) WITH (fillfactor = 50);  -- room on the page: a batch's update of a row stays HOT
+
+-- The verdicts on one message's clicks in the window (its arrays, as record_clicks has just
+-- written them), given the batch's clicks of it (new_ids, their first and last time on the
+-- detector's clock, and when among them the honeypot was hit). A function, called only for
+-- messages with something to judge, so that the recording statement's plan stays small
+-- for the batches (nearly all) that have nothing to judge. For each click of the window:
+-- reason, why it is a scanner's (the honeypot link itself; within honeypot_seconds of a
+-- hit; or in a window of burst_seconds, ending at or after one of the batch's clicks,
+-- that holds burst_links different links); remark, why an earlier click is to be
+-- re-marked for what the batch shows (a new hit near it, or such a burst).
+CREATE FUNCTION scan_verdicts(
+    ids bigint[], clicked_at timestamptz[], link_ids bigint[], seen float8[], honeypot boolean[],
+    new_ids bigint[], first float8, last float8, new_hits float8[],
+    burst_seconds float8, burst_links int, honeypot_seconds float8,
+    honeypot_reason text, after_honeypot_reason text, burst_reason text
+) RETURNS TABLE (click_id bigint, click_at timestamptz, is_new boolean, reason text, remark text)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    hits float8[] := ARRAY(SELECT h.t FROM unnest(seen, honeypot) AS h(t, hit) WHERE h.hit);
+    bursts float8[] := ARRAY(
+        SELECT d.t FROM unnest(link_ids, seen, honeypot) AS d(l, t, hit)
+        WHERE NOT d.hit AND d.t BETWEEN first AND last + burst_seconds
+          AND (SELECT count(DISTINCT x.l) FROM unnest(link_ids, seen, honeypot) AS x(l, t, hit)
+               WHERE NOT x.hit AND x.t BETWEEN d.t - burst_seconds AND d.t) >= burst_links);
+BEGIN
+    IF cardinality(hits) = 0 AND cardinality(bursts) = 0 THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT e.id, e.at, e.id = ANY(new_ids),
+           CASE WHEN e.hit THEN honeypot_reason
+                WHEN EXISTS (SELECT 1 FROM unnest(hits) t WHERE abs(t - e.t) <= honeypot_seconds)
+                THEN after_honeypot_reason
+                WHEN EXISTS (SELECT 1 FROM unnest(bursts) t WHERE e.t BETWEEN t - burst_seconds AND t)
+                THEN burst_reason
+           END,
+           CASE WHEN EXISTS (SELECT 1 FROM unnest(new_hits) t
+                             WHERE abs(t - e.t) <= honeypot_seconds)
+                THEN after_honeypot_reason
+                WHEN EXISTS (SELECT 1 FROM unnest(bursts) t WHERE e.t BETWEEN t - burst_seconds AND t)
+                THEN burst_reason
+           END
+    FROM unnest(ids, clicked_at, seen, honeypot) AS e(id, at, t, hit);
+END
+$$;
