@@ -208,12 +208,13 @@ WHERE EXISTS (SELECT 1 FROM suppressions s WHERE s.address_hash = suppression_ha
 -- table scan_window in tracker/migrations/0011_scan_window.sql): the batch's clicks join
 -- their messages' rows of the shared window, whose latest versions the upsert locks and
 -- returns (a batch of another host writing the same message commits first, or waits);
--- a click is a bot's if it hit the honeypot ($16), lies within $14 s of a honeypot hit
--- ($17), or lies in $12 s holding $13 different links of its message ($18). Earlier clicks
--- the batch shows to be a scanner's come back (remark_at set) for the caller to re-mark
--- (SQL.mark_clicks_bot) once the batch is answered: re-marking them here would cost every
--- batch the rollups' UPDATE trigger (it runs even for no rows), and could not see those
--- another process committed after this statement's snapshot was taken.
+-- scan_verdicts() judges the messages that may hold a scan: a click is a bot's if it hit
+-- the honeypot ($16), lies within $14 s of a honeypot hit ($17), or lies in $12 s holding
+-- $13 different links of its message ($18). Earlier clicks the batch shows to be a
+-- scanner's come back (remark_at set) for the caller to re-mark (SQL.mark_clicks_bot)
+-- after the people in the batch are answered: re-marking them here would cost every batch
+-- the rollups' UPDATE trigger (it runs even for no rows), and could not see those another
+-- process committed after this statement's snapshot was taken.
 -- $5/$6 are the request's own verdict (HEAD, agent); $11 when the detector's clock saw each.
 WITH batch AS (
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::timestamptz[],
