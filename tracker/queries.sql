@@ -257,7 +257,8 @@ WITH batch AS (
                                         WHERE w.clicked_at[i]
                                               > now() - make_interval(secs => $14::float8)),
                                        cardinality(w.ids) + 1)
-                    END) AS k) AS first_kept)
+                    END) AS k
+                  OFFSET 0) AS first_kept)  -- OFFSET 0: k worked out once, not per column
     RETURNING w.message_id, w.ids, w.clicked_at, w.link_ids, w.seen, w.honeypot
 ), span AS (
     SELECT message_id, min(seen) FILTER (WHERE NOT honeypot) AS first,
