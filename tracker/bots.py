@@ -60,7 +60,7 @@ class ScanDetector:
     The clock is the wall clock (time.time), so that processes and hosts compare their
     clicks (keep hosts in NTP sync: a clock off by d seconds widens or narrows their
     shared windows by d); tests give their own. What the judgement remembers lives in the
-    database for a minute at most (scan_window), never in one process's memory.
+    database for about a minute (scan_window: 65 s at most), never in one process's memory.
     """
 
     def __init__(self, *, clock=time.time):

@@ -8,7 +8,7 @@
 -- Why it names messages, and how long: an anonymous click (no consent) is stored as link
 -- and time only, yet the earlier clicks of a burst must be re-marked as a bot's, so this
 -- table ties a click's key to its message. It is used for this judgement only (never read
--- by reports, exports or the console), and holds a minute at most:
+-- by reports, exports or the console), and holds about a minute (65 s at most):
 --   * every batch that touches a message's row drops its clicks older than 60 s
 --     (HONEYPOT_SECONDS: the widest window judged);
 --   * every tracker process deletes the rows untouched for 60 s, every 5 s
