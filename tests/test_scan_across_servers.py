@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import re
 import signal
 import time
@@ -290,3 +291,17 @@ def worker_holding(supervisor: int, port: int, client_port: int) -> int:
             if c.laddr.port == port and c.raddr and c.raddr.port == client_port:
                 return child.pid
     raise AssertionError(f"no worker holds the connection from port {client_port}")
+
+
+async def test_a_serving_tracker_leaves_its_start_up_objects_out_of_collections(settings):
+    """gc.freeze once a tracker with its own pool is up: a full collection no longer walks
+    (and pauses every click for) everything start-up made. Tests handing in a pool, which
+    start many apps in one process, are left alone."""
+    gc.unfreeze()
+    server = TestServer(create_app(settings), host="127.0.0.1", port=free_port())
+    await server.start_server()
+    try:
+        assert gc.get_freeze_count() > 0
+    finally:
+        await server.close()
+        gc.unfreeze()
