@@ -52,7 +52,7 @@ TABLES = (
     " consent_wordings, erasure_counts,"
     " click_hours, click_totals, message_clicks, clickers, open_hours, message_opens, openers,"
     " outbox_counts,"
-    " mailbox_links"
+    " mailbox_links, scan_window"
 )
 
 

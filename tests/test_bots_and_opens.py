@@ -13,10 +13,9 @@ from tracker.bots import (
     HONEYPOT,
     KNOWN_AGENT,
     REMEMBERED_CLICKS,
-    ScanDetector,
 )
 from tracker.opens import PIXEL
-from tracker.recorder import TOO_SOON_REASON
+from tracker.recorder import TOO_SOON_REASON, Click, now, write_events
 from tracker.reports import campaign_report
 
 HTML = """<html><body><p>Hi</p>
@@ -163,17 +162,39 @@ async def test_a_bad_pixel_token_still_answers_the_image(pool, settings, tracker
     assert await pool.fetchval("SELECT count(*) FROM opens") == 0
 
 
-def test_one_token_requested_over_and_over_keeps_the_detector_bounded():
-    """A flood of one link costs the same per click; a burst after it is still seen."""
-    clock = [1000.0]
-    detector = ScanDetector(clock=lambda: clock[0])
-    for _ in range(5000):
-        clock[0] += 0.001
-        assert detector.judge(7, 1, honeypot=False).reason is None  # one link: not a burst
-    verdict = detector.judge(7, 99, honeypot=True)
-    assert verdict.reason == HONEYPOT
-    assert len(verdict.earlier) == REMEMBERED_CLICKS
-    clock[0] += 1
-    assert detector.judge(8, 1, honeypot=False).reason is None
-    assert detector.judge(8, 2, honeypot=False).reason is None
-    assert detector.judge(8, 3, honeypot=False).reason == BURST
+async def test_one_token_requested_over_and_over_keeps_the_window_bounded(pool, messages):
+    """A flood of one link keeps REMEMBERED_CLICKS of it (the shared window does not grow
+    with it); a honeypot hit after it re-marks those, and a burst is still seen."""
+    flooded, other = await pool.fetch("SELECT id FROM outbox WHERE format = 'html' ORDER BY id")
+    content = [r["id"] for r in await pool.fetch(
+        "SELECT id FROM links WHERE purpose = 'content' ORDER BY id")]  # fmt: skip
+    honeypot = await pool.fetchval("SELECT id FROM links WHERE purpose = 'honeypot'")
+    seen = 1000.0
+
+    def click(message, link):
+        nonlocal seen
+        seen += 0.001
+        return Click(message["id"], link, now(), "human", None, None, None, seen=seen)
+
+    async with pool.acquire() as conn:
+        for _ in range(REMEMBERED_CLICKS + 40):
+            (result,) = await write_events(conn, [click(flooded, content[0])])
+            assert result.bot_reason is None  # one link: not a burst
+        assert (
+            await conn.fetchval(
+                "SELECT cardinality(ids) FROM scan_window WHERE message_id = $1", flooded["id"]
+            )
+            == REMEMBERED_CLICKS
+        )
+        (result,) = await write_events(conn, [click(flooded, honeypot)])
+        assert result.bot_reason == HONEYPOT
+        reasons = await conn.fetch("SELECT bot_reason, count(*) FROM clicks GROUP BY 1")
+        # The newest clicks, as many as the window keeps beside the hit, are re-marked.
+        assert dict(map(tuple, reasons)) == {
+            None: 41,
+            AFTER_HONEYPOT: REMEMBERED_CLICKS - 1,
+            HONEYPOT: 1,
+        }
+        verdicts = [(await write_events(conn, [click(other, link)]))[0].bot_reason
+                    for link in content]  # fmt: skip
+        assert verdicts == [None, None, BURST]

@@ -3,16 +3,17 @@
 Signals, cheapest first: a HEAD request; a user agent on the maintained crawler
 list of the crawler-user-agents package; a hit on the hidden honeypot link of a
 message (people cannot see it, scanners follow every href); and timing — many
-different links of one message within a moment. Clicks within seconds of delivery
-are flagged where the click is written (tracker/queries.sql), since only the
-database knows when the message went out.
+different links of one message within a moment, or clicks within seconds of
+delivery. The request's own signals are read here; the others are judged where a
+batch of clicks is written (tracker/queries.sql record_clicks), against the recent
+clicks of every tracker process and host sharing the database (the table
+scan_window, tracker/migrations/0011_scan_window.sql), since a scanner's requests
+may reach different processes, and only the database knows when the message went out.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from functools import lru_cache
 
 import crawleruseragents
@@ -27,11 +28,12 @@ NO_AGENT = "no user agent"
 # A person reads before clicking again; a scanner fetches every link in a moment.
 BURST_LINKS = 3
 BURST_SECONDS = 2.0
-# How long a message stays suspect around a honeypot hit.
+# Clicks this close to a honeypot hit, before or after it, are the same scanner's. Also how
+# long the shared window keeps a click (scan_window: and 5 s more until a sweep).
 HONEYPOT_SECONDS = 60.0
 # Clicks remembered per message: plenty for any burst or honeypot neighbourhood, and
 # one token requested over and over (a retrying client, a flood) costs the same per
-# click as any other instead of copying a minute of history each time.
+# click as any other instead of judging a minute of history each time.
 REMEMBERED_CLICKS = 64
 
 
@@ -52,70 +54,30 @@ def classify_request(method: str, user_agent: str | None) -> str | None:
     return None
 
 
-@dataclass(slots=True)
-class Seen:
-    """One click as the detector saw it; key is its stored (id, clicked_at) once written."""
-
-    at: float
-    link_id: int
-    key: tuple | None = None
-
-
-@dataclass
-class _Recent:
-    clicks: deque[Seen] = field(default_factory=lambda: deque(maxlen=REMEMBERED_CLICKS))
-    suspect_until: float = 0.0
-
-
-@dataclass
-class Verdict:
-    seen: Seen  # this click; set seen.key after storing it
-    reason: str | None  # why this click is a bot's, or None
-    earlier: list[Seen] = field(default_factory=list)  # earlier clicks to mark as bot
-    earlier_reason: str | None = None
-
-
 class ScanDetector:
-    """Per-message click timing, kept in memory for a minute at most and never stored.
+    """The clock the scan judgement times clicks by, and the judgement's limits.
 
-    It sees the message id of anonymous clicks too: that is how an anonymous
-    scanner burst is recognised without writing anything that links the clicks.
+    The clock is the wall clock (time.time), so that processes and hosts compare their
+    clicks (keep hosts in NTP sync: a clock off by d seconds widens or narrows their
+    shared windows by d); tests give their own. What the judgement remembers lives in the
+    database for about a minute (scan_window: 65 s at most), never in one process's memory.
     """
 
-    def __init__(self, *, clock=time.monotonic):
-        self._clock = clock
-        self._recent: dict[int, _Recent] = {}
-        self._last_sweep = clock()
+    def __init__(self, *, clock=time.time):
+        self.clock = clock
 
-    def _sweep(self, now: float) -> None:
-        """Forget messages with nothing recent, so memory follows the last minute's traffic."""
-        if now - self._last_sweep < HONEYPOT_SECONDS:
-            return
-        self._last_sweep = now
-        horizon = now - HONEYPOT_SECONDS
-        stale = [
-            message_id
-            for message_id, r in self._recent.items()
-            if r.suspect_until < now and (not r.clicks or r.clicks[-1].at < horizon)
-        ]
-        for message_id in stale:
-            del self._recent[message_id]
+    def seen(self) -> float:
+        """When a click is seen, in seconds on this detector's clock."""
+        return self.clock()
 
-    def judge(self, message_id: int, link_id: int, *, honeypot: bool) -> Verdict:
-        now = self._clock()
-        self._sweep(now)
-        recent = self._recent.setdefault(message_id, _Recent())
-        while recent.clicks and recent.clicks[0].at < now - HONEYPOT_SECONDS:
-            recent.clicks.popleft()
-        seen = Seen(now, link_id)
-        earlier = list(recent.clicks)
-        recent.clicks.append(seen)
-        if honeypot:
-            recent.suspect_until = now + HONEYPOT_SECONDS
-            return Verdict(seen, HONEYPOT, earlier, AFTER_HONEYPOT)
-        if recent.suspect_until > now:
-            return Verdict(seen, AFTER_HONEYPOT)
-        burst = [c for c in earlier if c.at >= now - BURST_SECONDS]
-        if len({c.link_id for c in burst} | {link_id}) >= BURST_LINKS:
-            return Verdict(seen, BURST, burst, BURST)
-        return Verdict(seen, None)
+
+# The scan judgement's parameters as the recording statement takes them ($12 to $18).
+SCAN_PARAMETERS = (
+    BURST_SECONDS,
+    BURST_LINKS,
+    HONEYPOT_SECONDS,
+    REMEMBERED_CLICKS,
+    HONEYPOT,
+    AFTER_HONEYPOT,
+    BURST,
+)

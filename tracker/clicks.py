@@ -10,10 +10,8 @@ from aiohttp import web
 from tracker import metrics
 from tracker.bots import classify_request
 from tracker.clients import client
-from tracker.database import UNREACHABLE
-from tracker.keys import DETECTOR, PAGES, POOL, RECORDER, SETTINGS, TARGETS, TOKENS
+from tracker.keys import DETECTOR, PAGES, RECORDER, SETTINGS, TARGETS, TOKENS
 from tracker.pages import render_page
-from tracker.queries import SQL
 from tracker.recorder import Click, Outcome, now
 from tracker.targets import TargetsUnavailable
 from tracker.tokens import PLACEHOLDER_ID
@@ -63,27 +61,25 @@ async def follow_link(request: web.Request) -> web.Response:
         except TargetsUnavailable:
             return _counted(unavailable(request), machine, "unavailable")
 
-    verdict = app[DETECTOR].judge(message_id, link_id, honeypot=target.honeypot)
-    reason = machine or verdict.reason
+    # Its timing (a burst, a honeypot's neighbourhood, too soon after delivery) is judged
+    # where the click is written, against every process's clicks (tracker/bots.py).
     click = Click(
         message_id=message_id,
         link_id=link_id,
         at=now(),
-        kind="bot" if reason else "human",
-        reason=reason,
+        kind="bot" if machine else "human",
+        reason=machine,
         ip=who.ip,
         user_agent=who.user_agent,
+        seen=app[DETECTOR].seen(),
     )
     result = await app[RECORDER].record(click)
     if result.outcome is Outcome.INVALID:
-        return _counted(not_found(request), reason, "invalid")
+        return _counted(not_found(request), machine, "invalid")
     if result.outcome is Outcome.REFUSED:
-        return _counted(not_found(request, status=400), reason, "refused")
-    verdict.seen.key = result.key
-    if verdict.earlier:
-        # Only a machine waits for this: the clicks before it in the burst are re-marked.
-        await _mark_bots(app, verdict.earlier, verdict.earlier_reason)
-    metrics.click_counter(click.kind, result.outcome.value).inc()
+        return _counted(not_found(request, status=400), machine, "refused")
+    bot = machine or result.bot_reason
+    metrics.click_counter("bot" if bot else "human", result.outcome.value).inc()
     metrics.REDIRECT_SECONDS.observe(time.perf_counter() - started)
     if location is None:
         # A link made for one person, whose data is erased, and whose template wrote no site
@@ -96,16 +92,3 @@ def _counted(response: web.Response, machine: str | None, outcome: str) -> web.R
     """Clicks that do not redirect count too: a rise in invalid tokens shows a key mismatch."""
     metrics.click_counter("bot" if machine else "human", outcome).inc()
     return response
-
-
-async def _mark_bots(app: web.Application, earlier: list, reason: str) -> None:
-    """Re-mark earlier clicks of a message once a later one shows it is being scanned."""
-    keys = [seen.key for seen in earlier if seen.key is not None]
-    if not keys:
-        return
-    try:
-        await app[POOL].execute(
-            SQL.mark_clicks_bot, [k[0] for k in keys], [k[1] for k in keys], reason
-        )
-    except UNREACHABLE as exc:
-        log.warning("could not re-mark %d clicks as bot: %s", len(keys), exc)

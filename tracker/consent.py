@@ -141,6 +141,7 @@ async def _erase_once(conn: asyncpg.Connection, recipient_id: int, reason: str) 
         await conn.execute(SQL.hold_click_writes)
         await conn.execute(SQL.anonymise_clicks_of, recipient_id)
         await conn.execute(SQL.anonymise_opens_of, recipient_id)
+        await conn.execute(SQL.forget_scan_window_of, recipient_id)
         await conn.execute(SQL.forget_message_links_of, recipient_id)  # before the messages
         await conn.execute(SQL.forget_messages_of, recipient_id)
         # A keyed hash: never mailed again.

@@ -203,10 +203,23 @@ WHERE EXISTS (SELECT 1 FROM suppressions s WHERE s.address_hash = suppression_ha
 -- dropped; the ids of the valid ones come back. A click already stored (a replayed
 -- batch that was committed after all) is not written twice.
 -- IPs come as text: PostgreSQL parses inet faster than the driver encodes it.
+--
+-- Scanners are judged here too, against every process's clicks (tracker/bots.py, the
+-- table scan_window in tracker/migrations/0011_scan_window.sql): the batch's clicks join
+-- their messages' rows of the shared window, whose latest versions the upsert locks and
+-- returns (a batch of another host writing the same message commits first, or waits);
+-- scan_verdicts() judges the messages that may hold a scan: a click is a bot's if it hit
+-- the honeypot ($16), lies within $14 s of a honeypot hit ($17), or lies in $12 s holding
+-- $13 different links of its message ($18). Earlier clicks the batch shows to be a
+-- scanner's come back (remark_at set) for the caller to re-mark (SQL.mark_clicks_bot)
+-- after the people in the batch are answered: re-marking them here would cost every batch
+-- the rollups' UPDATE trigger (it runs even for no rows), and could not see those another
+-- process committed after this statement's snapshot was taken.
+-- $5/$6 are the request's own verdict (HEAD, agent); $11 when the detector's clock saw each.
 WITH batch AS (
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::timestamptz[],
-                         $5::text[], $6::text[], $7::text[], $8::text[])
-        AS b(id, message_id, link_id, clicked_at, kind, bot_reason, ip, user_agent)
+                         $5::text[], $6::text[], $7::text[], $8::text[], $11::float8[])
+        AS b(id, message_id, link_id, clicked_at, kind, bot_reason, ip, user_agent, seen)
 ), valid AS MATERIALIZED (
     SELECT b.id, b.link_id, b.clicked_at, b.ip::inet AS ip, b.user_agent,
            -- Consent as it stood at the click: granted now, and no change of it since
@@ -216,25 +229,71 @@ WITH batch AS (
                            WHERE e.recipient_id = r.id AND e.kind IN ('tracking', 'subscription')
                              AND e.created_at > b.clicked_at) AS consent,
            b.message_id,
-           b.kind = 'human' AND b.clicked_at < m.sent_at + make_interval(secs => $9) AS too_soon,
-           b.kind, b.bot_reason
+           b.clicked_at < m.sent_at + make_interval(secs => $9) AS too_soon,
+           b.bot_reason, b.seen, l.purpose = 'honeypot' AS honeypot
     FROM batch b
     JOIN outbox m ON m.id = b.message_id
     JOIN links l ON l.id = b.link_id AND l.campaign_id = m.campaign_id
     LEFT JOIN recipients r ON r.id = m.recipient_id
+), scan AS (
+    -- Rows taken in message order: two batches wait for each other, never deadlock.
+    INSERT INTO scan_window AS w (message_id, ids, clicked_at, link_ids, seen, honeypot)
+    SELECT message_id, array_agg(id ORDER BY seen), array_agg(clicked_at ORDER BY seen),
+           array_agg(link_id ORDER BY seen), array_agg(seen ORDER BY seen),
+           array_agg(honeypot ORDER BY seen)
+    FROM valid GROUP BY message_id ORDER BY message_id
+    ON CONFLICT (message_id) DO UPDATE SET
+        touched_at = now(),
+        -- The batch's clicks after the row's clicks of the last $14 s (by the time they
+        -- were written; the row holds them in that order), the newest $15: a slice.
+        (ids, clicked_at, link_ids, seen, honeypot) = (
+            SELECT (w.ids || excluded.ids)[k:], (w.clicked_at || excluded.clicked_at)[k:],
+                   (w.link_ids || excluded.link_ids)[k:], (w.seen || excluded.seen)[k:],
+                   (w.honeypot || excluded.honeypot)[k:]
+            FROM (SELECT greatest(
+                    cardinality(w.ids) + cardinality(excluded.ids) - $15::int + 1,
+                    CASE WHEN w.clicked_at[1] > now() - make_interval(secs => $14::float8) THEN 1
+                         ELSE coalesce((SELECT min(i) FROM generate_subscripts(w.clicked_at, 1) i
+                                        WHERE w.clicked_at[i]
+                                              > now() - make_interval(secs => $14::float8)),
+                                       cardinality(w.ids) + 1)
+                    END) AS k
+                  OFFSET 0) AS first_kept)  -- OFFSET 0: k worked out once, not per column
+    RETURNING w.message_id, w.ids, w.clicked_at, w.link_ids, w.seen, w.honeypot
+), span AS (
+    SELECT message_id, min(seen) FILTER (WHERE NOT honeypot) AS first,
+           max(seen) FILTER (WHERE NOT honeypot) AS last,
+           array_agg(id) AS new_ids, array_agg(seen) FILTER (WHERE honeypot) AS new_hits
+    FROM valid GROUP BY message_id
+), verdicts AS MATERIALIZED (
+    -- Judged only where there may be something to judge: $13 clicks or a honeypot hit.
+    SELECT v.click_id AS id, v.click_at AS clicked_at, v.is_new AS new, v.reason, v.remark
+    FROM scan s JOIN span p USING (message_id)
+    CROSS JOIN LATERAL scan_verdicts(
+        s.ids, s.clicked_at, s.link_ids, s.seen, s.honeypot, p.new_ids, p.first, p.last,
+        coalesce(p.new_hits, '{}'), $12::float8, $13::int, $14::float8, $16::text, $17::text,
+        $18::text) AS v
+    WHERE cardinality(s.ids) >= $13::int OR true = ANY(s.honeypot)
+), decided AS MATERIALIZED (
+    SELECT v.*, coalesce(v.bot_reason, j.reason, CASE WHEN v.too_soon THEN $10 END) AS why
+    FROM valid v LEFT JOIN verdicts j ON j.id = v.id AND j.new
 ), stored AS (
     INSERT INTO clicks (id, link_id, message_id, clicked_at, kind, bot_reason, ip, user_agent)
     SELECT id, link_id,
            CASE WHEN consent THEN message_id END,
            clicked_at,
-           CASE WHEN too_soon THEN 'bot' ELSE kind END,
-           CASE WHEN too_soon THEN $10 ELSE bot_reason END,
+           CASE WHEN why IS NULL THEN 'human' ELSE 'bot' END,
+           why,
            CASE WHEN consent THEN ip END,
            CASE WHEN consent THEN user_agent END
-    FROM valid
+    FROM decided
     ON CONFLICT DO NOTHING
 )
-SELECT id FROM valid
+-- The batch's valid clicks (remark_at NULL) with the reason each is a bot's (NULL: a person's),
+-- then the earlier clicks to re-mark.
+SELECT id, NULL::timestamptz AS remark_at, why AS reason FROM decided
+UNION ALL
+SELECT id, clicked_at, remark FROM verdicts WHERE NOT new AND remark IS NOT NULL
 
 -- name: record_opens
 WITH batch AS (
@@ -270,6 +329,15 @@ LOCK TABLE clicks, opens IN ROW EXCLUSIVE MODE
 UPDATE clicks SET kind = 'bot', bot_reason = $3
 WHERE (id, clicked_at) IN (SELECT * FROM unnest($1::bigint[], $2::timestamptz[]))
   AND kind = 'human'
+
+-- name: sweep_scan_window
+-- The scan detector's rows untouched for $1 s go (tracker/app.py, every few seconds): the
+-- shared window never keeps a message's clicks longer than about a minute.
+DELETE FROM scan_window WHERE touched_at < now() - make_interval(secs => $1)
+
+-- name: forget_scan_window_of
+-- Erasure: the scan detector's recent clicks of the person's messages (a minute at most).
+DELETE FROM scan_window WHERE message_id IN (SELECT id FROM outbox WHERE recipient_id = $1)
 
 -- name: link_target
 SELECT url, campaign_id, purpose = 'honeypot' AS honeypot, per_message FROM links WHERE id = $1

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from tracker import metrics
+from tracker.bots import SCAN_PARAMETERS
 from tracker.database import UNREACHABLE
 from tracker.queries import SQL
 from tracker.spool import Spool
@@ -63,6 +64,9 @@ class Click:
     ip: str | None
     user_agent: str | None
     id: int = field(default_factory=new_event_id)
+    # When the scan detector's clock saw it (tracker/bots.py ScanDetector); None for a
+    # click not seen by a detector (written by a tool), whose timing is not judged.
+    seen: float | None = None
 
 
 @dataclass(slots=True)
@@ -80,6 +84,7 @@ class Open:
 class Result:
     outcome: Outcome
     key: tuple[int, datetime] | None = None  # a stored click's (id, clicked_at)
+    bot_reason: str | None = None  # why a stored click was judged a bot's
 
 
 def _to_spool_row(event: Click | Open) -> list:
@@ -87,34 +92,43 @@ def _to_spool_row(event: Click | Open) -> list:
 
     While the database is away nobody can tell whether this person consented, and a
     spool file is storage too: it holds message, link, time and bot verdict only, so
-    even a consenting person's spooled click is stored without IP and agent.
+    even a consenting person's spooled click is stored without IP and agent. A click
+    keeps when the detector saw it: its timing is judged when it is replayed.
     """
     when = event.at.isoformat()
     if isinstance(event, Click):
         return ["click", event.message_id, event.link_id, when, event.kind, event.reason,
-                None, None, event.id]  # fmt: skip
+                None, None, event.id, event.seen]  # fmt: skip
     return ["open", event.message_id, when, event.kind, event.reason, None, None, event.id]
 
 
 def _from_row(row: list) -> Click | Open:
-    # Rows spooled before events had their own id (8 and 7 fields) get a new one.
+    # Rows spooled before events had their own id (8 and 7 fields) get a new one; clicks
+    # spooled before their timing was judged where they are written (9 fields) were judged
+    # when they were taken, and are not judged again.
     if row[0] == "click":
-        _, message_id, link_id, at, kind, reason, ip, ua, *event_id = row
+        _, message_id, link_id, at, kind, reason, ip, ua, *id_and_seen = row
         at = datetime.fromisoformat(at)
-        return Click(message_id, link_id, at, kind, reason, ip, ua, *event_id)
+        return Click(message_id, link_id, at, kind, reason, ip, ua, *id_and_seen)
     _, message_id, at, kind, reason, ip, ua, *event_id = row
     return Open(message_id, datetime.fromisoformat(at), kind, reason, ip, ua, *event_id)
 
 
-async def write_events(conn: asyncpg.Connection, events: list[Click | Open]) -> list[Result]:
+async def write_events(
+    conn: asyncpg.Connection, events: list[Click | Open], *, earlier: list | None = None
+) -> list[Result]:
     """Insert clicks and opens (inside the caller's transaction); one Result per event.
 
     An event whose id is already stored (a replay of a batch that was committed after
-    all) is not written again, and counts as stored.
+    all) is not written again, and counts as stored. The clicks are judged for scanning
+    in the statement that writes them (tracker/bots.py); the earlier clicks that shows to
+    be a scanner's (wherever they were written) are re-marked by a second statement, here,
+    or, given a list `earlier`, added to it for the caller to re-mark (mark_earlier) once
+    the batch is answered.
     """
     clicks = [e for e in events if isinstance(e, Click)]
     opens = [e for e in events if isinstance(e, Open)]
-    stored_clicks: set[int] = set()
+    stored_clicks: dict[int, str | None] = {}  # id -> bot reason
     stored_opens: set[int] = set()
     if clicks:
         rows = await conn.fetch(
@@ -129,8 +143,15 @@ async def write_events(conn: asyncpg.Connection, events: list[Click | Open]) -> 
             [e.user_agent for e in clicks],
             TOO_SOON_SECONDS,
             TOO_SOON_REASON,
+            [e.seen for e in clicks],
+            *SCAN_PARAMETERS,
         )
-        stored_clicks.update(row[0] for row in rows)
+        stored_clicks.update((row[0], row[2]) for row in rows if row[1] is None)
+        remarks = [tuple(row) for row in rows if row[1] is not None]
+        if earlier is None:
+            await mark_earlier(conn, remarks)
+        else:
+            earlier.extend(remarks)
     if opens:
         rows = await conn.fetch(
             SQL.record_opens,
@@ -144,20 +165,32 @@ async def write_events(conn: asyncpg.Connection, events: list[Click | Open]) -> 
         )
         stored_opens.update(row[0] for row in rows)
     return [
-        Result(Outcome.STORED, (e.id, e.at))
+        Result(Outcome.STORED, (e.id, e.at), stored_clicks.get(e.id))
         if e.id in (stored_clicks if isinstance(e, Click) else stored_opens)
         else Result(Outcome.INVALID)
         for e in events
     ]
 
 
-async def _write(conn: asyncpg.Connection, events: list[Click | Open]) -> list[Result]:
+async def mark_earlier(conn: asyncpg.Connection, earlier: list) -> None:
+    """Re-mark earlier clicks of a scan as a bot's: (id, clicked_at, reason) each.
+
+    A statement of its own, which also sees those another process committed after the
+    recording statement began (two hosts writing clicks of one message at the same moment:
+    that statement waited for the other's row of scan_window, not in its snapshot).
+    """
+    for reason in sorted({row[2] for row in earlier}):
+        keys = [row for row in earlier if row[2] == reason]
+        await conn.execute(SQL.mark_clicks_bot, [k[0] for k in keys], [k[1] for k in keys], reason)
+
+
+async def _write(conn: asyncpg.Connection, events: list[Click | Open], earlier: list) -> list:
     """write_events, committed on return."""
     if all(isinstance(e, Click) for e in events):
         # One statement is atomic on its own: no BEGIN/COMMIT round trips.
-        return await write_events(conn, events)
+        return await write_events(conn, events, earlier=earlier)
     async with conn.transaction():
-        return await write_events(conn, events)
+        return await write_events(conn, events, earlier=earlier)
 
 
 def _described(exc: Exception) -> str:
@@ -259,9 +292,10 @@ class Recorder:
         events = [event for event, _ in batch]
         metrics.BATCH_SIZE.observe(len(batch))
         results = None
+        earlier: list = []  # earlier clicks of a scan, re-marked once the batch is answered
         if not self.degraded:
             try:
-                results = await self._store(events)
+                results = await self._store(events, earlier)
             except Exception as exc:
                 # A bug, not an outage: the batch goes to the spool all the same, and the
                 # flusher lives on. A flusher that died here left every request queued
@@ -283,11 +317,35 @@ class Recorder:
                 # The database came back while this batch was on its way to the spool:
                 # make sure a replay pass still picks it up.
                 self._start_recovery()
-        for (_, future), result in zip(batch, results, strict=True):
+        answers = list(zip(batch, results, strict=True))
+        if earlier:
+            # Only a machine waits for the re-marking of a scan's earlier clicks: the people
+            # in the batch are answered first; the bots' clicks once it is done.
+            for (_, future), result in answers:
+                if result.bot_reason is None and not future.done():
+                    future.set_result(result)
+            await self._mark_earlier(earlier)
+        for (_, future), result in answers:
             if not future.done():
                 future.set_result(result)
 
-    async def _store(self, events: list[Click | Open]) -> list[Result] | None:
+    async def _mark_earlier(self, earlier: list) -> None:
+        """Re-mark a scan's earlier clicks (SQL.mark_clicks_bot) in a statement of its own."""
+        conn = None
+        try:
+            conn = self._idle.pop() if self._idle else await self.pool.acquire(timeout=2)
+            await mark_earlier(conn, earlier)
+        except UNREACHABLE as exc:
+            log.warning("could not re-mark %d clicks as bot: %s", len(earlier), exc)
+            if conn is not None:
+                await self._give_back(conn)
+            return
+        except Exception as exc:  # a bug: the clicks stay as they were judged
+            log.error("re-marking %d clicks as bot failed (%s)", len(earlier), _described(exc))
+        if conn is not None:
+            self._idle.append(conn)
+
+    async def _store(self, events: list[Click | Open], earlier: list) -> list[Result] | None:
         """Write a batch to the database; None if it cannot be reached (the caller spools).
 
         A connection PostgreSQL dropped (a restart: the kept ones are the first to find
@@ -302,7 +360,8 @@ class Recorder:
                 # results is set only once the COMMIT returned. Set inside the transaction
                 # (as it once was), a COMMIT failing on a closed connection answered 302
                 # for clicks never stored: lost on a PostgreSQL restart.
-                results = await self._write_batch(conn, events)
+                earlier.clear()  # of an attempt that failed
+                results = await self._write_batch(conn, events, earlier)
             except UNREACHABLE as exc:
                 if conn is not None:
                     # The other kept connections date from before the break too: the
@@ -321,13 +380,15 @@ class Recorder:
             return results
         raise AssertionError("unreachable")  # the loop returns on its last attempt
 
-    async def _write_batch(self, conn: asyncpg.Connection, events: list[Click | Open]) -> list:
+    async def _write_batch(
+        self, conn: asyncpg.Connection, events: list[Click | Open], earlier: list
+    ) -> list:
         """The batch in one statement (or transaction). If it fails on data, each event on
         its own, so that one bad request never costs another person's click; an event that
         fails alone once more without the two values its client chose (IP and agent); and
         one that fails even so is refused (answered, never stored), not a 500."""
         try:
-            return await _write(conn, events)
+            return await _write(conn, events, earlier)
         except UNREACHABLE:
             raise
         except Exception as exc:
@@ -337,11 +398,13 @@ class Recorder:
                 "a batch of %d events failed (%s): writing them one by one",
                 len(events), _described(failed),
             )  # fmt: skip
-            return [(await self._write_batch(conn, [event]))[0] for event in events]
+            return [(await self._write_batch(conn, [event], earlier))[0] for event in events]
         (event,) = events
         if event.ip is not None or event.user_agent is not None:
             log.warning("an event failed (%s): writing it without IP and agent", _described(failed))
-            return await self._write_batch(conn, [replace(event, ip=None, user_agent=None)])
+            return await self._write_batch(
+                conn, [replace(event, ip=None, user_agent=None)], earlier
+            )
         log.error("an event could not be stored and was refused: %s", _described(failed))
         return [Result(Outcome.REFUSED)]
 
