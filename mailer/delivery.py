@@ -44,7 +44,7 @@ IDLE_POLL_SECONDS = 1.0
 # Rows claimed per statement, per SMTP connection. A claim is a round trip, an UPDATE and
 # its rollup trigger whatever it takes; rows claimed ahead wait for the lease if the process
 # dies (nothing is lost), and the heartbeat keeps their lease while they wait here.
-CLAIM_PER_CONNECTION = 8
+CLAIM_PER_CONNECTION = 16
 # How long the first sender that needs its mark waits for the others' (each composing its
 # next message) before the statement goes without them.
 MARK_GATHER_SECONDS = 0.010

@@ -17,6 +17,7 @@ from smtp_servers import DropsAfterData, RecordingServer, RefusingServer
 
 from mailer.campaigns import set_status
 from mailer.capture import start_capture_server
+from mailer.compose import LinkRegistry
 from mailer.delivery import Delivery, RateLimiter, SentMarks
 from mailer.sending import prepare_composer, queue_campaign, send_campaign
 from tracker.errors import FairclickError
@@ -373,3 +374,23 @@ async def test_marks_of_all_connections_share_a_statement(
     progress = await send_campaign(pool, settings, "c")
     assert progress.counts["sent"] == 40 and sum(sizes) == 40
     assert len(sizes) <= 20, sizes  # 4 a statement when all goes to plan; 1.3 before
+
+
+async def test_a_link_several_senders_ask_for_at_once_is_stored_once(pool, make_campaign):
+    """Four senders composing their first messages together stored each link four times."""
+    campaign_id = await make_campaign(HTML)
+    registry = LinkRegistry(campaign_id)
+    statements = []
+
+    class Counting:  # the real pool, counting the statements and holding each a moment
+        async def fetchval(self, *args):
+            statements.append(args[0])
+            await asyncio.sleep(0.05)
+            return await pool.fetchval(*args)
+
+    ids = await asyncio.gather(
+        *(registry.id_for(Counting(), "https://example.com/y", "") for _ in range(4))
+    )
+    assert len(set(ids)) == 1 and len(statements) == 1
+    stored = await pool.fetch("SELECT id FROM links WHERE url = 'https://example.com/y'")
+    assert [r["id"] for r in stored] == ids[:1]
