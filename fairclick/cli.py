@@ -383,20 +383,35 @@ async def cmd_preview(args, settings: Settings) -> int:
 
 async def cmd_send(args, settings: Settings) -> int:
     from fairclick.progress import ProgressBar
-    from mailer.sending import send_campaign
+    from fairclick.send_processes import deliver_as_child, send_with_processes
+    from mailer.campaigns import load_campaign
+    from mailer.sending import check_active, queue_for_sending
 
     settings.require_base_url()
     settings.require_smtp()
+    if args.report_fd is not None:  # a child of `send --processes N`: the parent queued
+        async with connected(settings) as pool:
+            settings = await signing_settings(pool, settings, record=False)
+            async with pool.acquire() as conn:
+                campaign = await load_campaign(conn, args.name)
+            check_active(campaign)
+            await deliver_as_child(pool, settings, campaign["id"], args.share_of, args.report_fd)
+        return 0
     bar = None if args.quiet else ProgressBar()
+    deaths: list[str] = []
     async with connected(settings) as pool:
         settings = await signing_settings(pool, settings)
-        progress = await send_campaign(pool, settings, args.name, on_progress=bar)
+        campaign_id = await queue_for_sending(pool, settings, args.name)
+        progress, by_process, deaths = await send_with_processes(
+            pool, settings, args.name, campaign_id, args.processes, on_progress=bar
+        )
     if bar:
         bar.finish()
     c = progress.counts
     print(
         f"{args.name}: sent {c['sent']}, deferred {c['deferred']}, failed {c['failed']}, "
         f"skipped {c['skipped']}, unknown {c['unknown']} in this run"
+        + (f" (sent by process: {', '.join(map(str, by_process))})" if len(by_process) > 1 else "")
     )
     if c["unknown"]:
         print(
@@ -405,7 +420,9 @@ async def cmd_send(args, settings: Settings) -> int:
         )
     if c["deferred"]:
         print("deferred messages are retried later: run `fairclick send` again to retry them")
-    return 0
+    for line in deaths:
+        print(f"fairclick: {line}", file=sys.stderr)
+    return 1 if deaths else 0
 
 
 async def cmd_report(args, settings: Settings) -> int:
@@ -713,6 +730,18 @@ def positive_count(text: str) -> int:
     return count
 
 
+def process_count(text: str) -> int:
+    from fairclick.send_processes import MAX_PROCESSES
+
+    try:
+        count = positive_count(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if count > MAX_PROCESSES:
+        raise argparse.ArgumentTypeError(f"{text} is too many: at most {MAX_PROCESSES}")
+    return count
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fairclick", description="Email link tracking that asks first."
@@ -795,6 +824,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("send", help="queue and deliver a campaign (safe to re-run)")
     p.add_argument("name")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--processes",
+        type=process_count,
+        default=1,
+        help="sender processes sharing the outbox, each with FAIRCLICK_SMTP_CONNECTIONS "
+        "connections; FAIRCLICK_SMTP_RATE is split between them (default 1)",
+    )
+    # Set by `send --processes N` for its children: deliver only, at 1/N of the rate,
+    # and report progress through this pipe.
+    p.add_argument("--share-of", type=process_count, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--report-fd", type=int, help=argparse.SUPPRESS)
     p.set_defaults(run=cmd_send)
 
     p = sub.add_parser("report", help="sends and clicks of a campaign")

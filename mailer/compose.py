@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass, replace
@@ -107,6 +108,7 @@ class LinkRegistry:
         self._ids: dict[LinkKey, int] = {}
         # The links that are the same for everyone, by (url, name): most links of most messages.
         self._fixed: dict[tuple[str, str], int] = {}
+        self._storing: dict[LinkKey, asyncio.Future] = {}  # links being stored right now
 
     async def load(self, conn: Queries) -> None:
         for row in await conn.fetch(SQL.link_ids, self.campaign_id):
@@ -132,16 +134,32 @@ class LinkRegistry:
         if key not in self._ids:
             if not self.create:
                 return 0  # preview: a placeholder that no redirect will accept
-            link_id = await conn.fetchval(
-                SQL.upsert_link,
-                self.campaign_id,
-                key.url,
-                key.name,
-                purpose,
-                key.per_message,
-                key.occurrence,
-            )
+            # Senders composing their first messages at once ask for the same links: one
+            # statement each, not one per sender (4 connections stored each link 4 times).
+            if (storing := self._storing.get(key)) is not None:
+                return await asyncio.shield(storing)
+            storing = self._storing[key] = asyncio.get_running_loop().create_future()
+            try:
+                link_id = await conn.fetchval(
+                    SQL.upsert_link,
+                    self.campaign_id,
+                    key.url,
+                    key.name,
+                    purpose,
+                    key.per_message,
+                    key.occurrence,
+                )
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    storing.cancel()
+                else:
+                    storing.set_exception(exc)
+                    storing.exception()  # retrieved: nobody else may be waiting for it
+                raise
+            finally:
+                del self._storing[key]
             self._remember(key, link_id)
+            storing.set_result(link_id)
         return self._ids[key]
 
 

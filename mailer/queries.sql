@@ -38,27 +38,54 @@ ON CONFLICT (campaign_id, recipient_id) DO NOTHING
 
 -- name: claim_messages
 -- Queued rows, deferred rows whose time has come, and rows whose sender died
--- (lease expired), of active campaigns ($1 NULL: any campaign). SKIP LOCKED lets
--- several senders share one outbox without ever taking the same row.
+-- (lease expired), of active campaigns ($1 NULL: any campaign), with their recipients.
+-- SKIP LOCKED lets several senders share one outbox without ever taking the same row.
 -- A message of no campaign (a mailbox link, tracker/mailbox_links.py) goes with any sender:
 -- no campaign can hold it, and the person is waiting for it.
-WITH claimed AS (
-    SELECT o.id FROM outbox o
-    LEFT JOIN campaigns c ON c.id = o.campaign_id
-    WHERE (c.status = 'active' OR o.campaign_id IS NULL)
-      AND ($1::bigint IS NULL OR o.campaign_id = $1 OR o.campaign_id IS NULL)
+-- $4: the sender's cursor, the highest id it claimed so far; it reads on from there (in id
+-- order, by an index) and starts again at 0 when nothing is left after it, for rows that came
+-- back (deferred, a dead sender's lease). Without it each claim read every due row, or walked
+-- the primary key through every row already sent: O(queue) per claim.
+WITH mailbox AS (
+    SELECT o.id, o.recipient_id FROM outbox o
+    WHERE o.campaign_id IS NULL
       AND (o.status = 'queued'
            OR (o.status = 'deferred' AND o.retry_at <= now())
            OR (o.status = 'sending' AND o.lease_until < now()))
     ORDER BY o.id
     LIMIT $2
     FOR UPDATE OF o SKIP LOCKED
+), campaign_rows AS (
+    SELECT m.id, m.recipient_id
+    FROM (SELECT id FROM campaigns
+          WHERE status = 'active' AND ($1::bigint IS NULL OR id = $1) ORDER BY id) c
+    CROSS JOIN LATERAL (
+        SELECT o.id, o.recipient_id FROM outbox o
+        WHERE o.campaign_id = c.id AND o.id > $4
+          AND (o.status = 'queued'
+               OR (o.status = 'deferred' AND o.retry_at <= now())
+               OR (o.status = 'sending' AND o.lease_until < now()))
+        ORDER BY o.id
+        LIMIT $2
+        FOR UPDATE OF o SKIP LOCKED
+    ) m
+    LIMIT $2
+), claimed AS (
+    UPDATE outbox o
+    SET status = 'sending', lease_until = now() + make_interval(secs => $3),
+        attempts = o.attempts + 1
+    FROM (SELECT id FROM mailbox UNION ALL SELECT id FROM campaign_rows) c
+    WHERE o.id = c.id
+    RETURNING o.id, o.campaign_id, o.recipient_id, o.attempts, o.mailbox_link_id
 )
-UPDATE outbox o
-SET status = 'sending', lease_until = now() + make_interval(secs => $3), attempts = o.attempts + 1
-FROM claimed
-WHERE o.id = claimed.id
-RETURNING o.id, o.campaign_id, o.recipient_id, o.attempts, o.mailbox_link_id
+-- The recipient as they are now (person_id NULL: erased), as recipients_by_ids gives it.
+SELECT m.id, m.campaign_id, m.recipient_id, m.attempts, m.mailbox_link_id,
+       r.id AS person_id, r.email, r.name, r.format, r.tracking_consent, r.attributes,
+       r.unsubscribed_at IS NULL AS subscribed,
+       (SELECT s.reason FROM suppressions s WHERE s.address_hash = suppression_hash(r.email))
+           AS suppressed
+FROM claimed m LEFT JOIN recipients r ON r.id = m.recipient_id
+ORDER BY m.id
 
 -- name: extend_leases
 UPDATE outbox SET lease_until = now() + make_interval(secs => $2)
@@ -71,14 +98,6 @@ WHERE (c.status = 'active' OR o.campaign_id IS NULL)
   AND (o.status = 'queued'
        OR (o.status = 'deferred' AND o.retry_at <= now())
        OR (o.status = 'sending' AND o.lease_until < now()))
-
--- name: recipients_by_ids
-SELECT r.id, r.email, r.name, r.format, r.tracking_consent, r.attributes,
-       r.unsubscribed_at IS NULL AS subscribed,
-       -- The reason the address is suppressed, NULL if it is not.
-       (SELECT s.reason FROM suppressions s WHERE s.address_hash = suppression_hash(r.email))
-           AS suppressed
-FROM recipients r WHERE r.id = ANY($1::bigint[])
 
 -- name: message_of
 SELECT id FROM outbox WHERE campaign_id = $1 AND recipient_id = $2

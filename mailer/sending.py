@@ -15,7 +15,14 @@ from tracker.organisation import Organisation
 from tracker.settings import Settings
 from tracker.tokens import Tokens
 
-__all__ = ["SendProgress", "prepare_composer", "queue_campaign", "send_campaign"]
+__all__ = [
+    "SendProgress",
+    "check_active",
+    "prepare_composer",
+    "queue_campaign",
+    "queue_for_sending",
+    "send_campaign",
+]
 
 
 async def prepare_composer(
@@ -47,6 +54,24 @@ async def queue_campaign(conn: asyncpg.Connection, composer: Composer) -> None:
     await conn.execute(SQL.queue_campaign, composer.campaign["id"])
 
 
+async def queue_for_sending(pool: asyncpg.Pool, settings: Settings, name: str) -> int:
+    """Check and queue (idempotently) an active campaign; returns its id."""
+    settings.require_smtp()
+    async with pool.acquire() as conn:
+        composer = await prepare_composer(conn, settings, name)
+        check_active(composer.campaign)
+        await queue_campaign(conn, composer)
+    return composer.campaign["id"]
+
+
+def check_active(campaign) -> None:
+    status = campaign["status"]
+    if status != "active":
+        name = campaign["name"]
+        hint = "resume it with `fairclick campaign resume`" if status == "paused" else ""
+        raise FairclickError(f"campaign {name!r} is {status}; nothing was sent. {hint}".strip())
+
+
 async def send_campaign(
     pool: asyncpg.Pool,
     settings: Settings,
@@ -55,15 +80,6 @@ async def send_campaign(
     on_progress: Callable[[SendProgress], None] | None = None,
 ) -> SendProgress:
     """Queue (idempotently) and deliver every message that is due; returns this run's counts."""
-    settings.require_smtp()
-    async with pool.acquire() as conn:
-        composer = await prepare_composer(conn, settings, name)
-        status = composer.campaign["status"]
-        if status != "active":
-            hint = "resume it with `fairclick campaign resume`" if status == "paused" else ""
-            raise FairclickError(f"campaign {name!r} is {status}; nothing was sent. {hint}".strip())
-        await queue_campaign(conn, composer)
-    delivery = Delivery(
-        pool, settings, campaign_id=composer.campaign["id"], on_progress=on_progress
-    )
+    campaign_id = await queue_for_sending(pool, settings, name)
+    delivery = Delivery(pool, settings, campaign_id=campaign_id, on_progress=on_progress)
     return await delivery.run()

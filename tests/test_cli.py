@@ -160,7 +160,8 @@ BAD_NUMBERS = [["--port", "70000"], ["--port", "-1"], ["--port", "0"], ["--port"
 @pytest.mark.parametrize(
     ("command", "args"),
     [("serve", a) for a in [*BAD_NUMBERS, ["--workers", "0"]]]
-    + [("quickstart", a) for a in BAD_NUMBERS],
+    + [("quickstart", a) for a in BAD_NUMBERS]
+    + [("send", ["--processes", n, "c"]) for n in ("0", "-2", "two", "1e9", "100000")],
 )
 async def test_port_and_workers_out_of_range_are_refused_by_the_parser(fairclick, command, args):
     result = fairclick(command, *args)

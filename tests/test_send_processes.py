@@ -9,11 +9,14 @@ import re
 import signal
 import sys
 import time
+from dataclasses import replace
 
+import psutil
 import pytest
 from conftest import TEST_KEY
 from smtp_servers import SlowServer
 
+from fairclick.send_processes import share_rate
 from mailer.capture import start_capture_server
 from mailer.sending import prepare_composer, queue_campaign
 
@@ -101,3 +104,65 @@ async def test_two_workers_deliver_one_campaign_once(pool, settings, campaign, c
     assert sum(sent) == RECIPIENTS and min(sent) > 0  # both worked, none twice
     assert max(received(slow_smtp).values()) == 1
     assert await pool.fetchval("SELECT count(*) FROM outbox WHERE status = 'sent'") == RECIPIENTS
+
+
+async def test_send_with_two_processes_mails_everyone_once(pool, campaign, cli_env, slow_smtp):
+    send = await fairclick("send", "c", "--quiet", "--processes", "2", env=cli_env)
+    out, err = await asyncio.wait_for(send.communicate(), 120)
+    assert send.returncode == 0, err.decode()
+    counts = received(slow_smtp)
+    assert set(counts) == {f"r{i}@example.com" for i in range(RECIPIENTS)}
+    assert max(counts.values()) == 1
+    # One summary for both processes, and each did part of the work.
+    assert f"c: sent {RECIPIENTS}, ".encode() in out
+    by_process = [int(n) for n in re.search(rb"sent by process: (\d+), (\d+)", out).groups()]
+    assert sum(by_process) == RECIPIENTS and min(by_process) > 0
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE status <> 'sent'") == 0
+
+
+async def test_a_sender_process_killed_mid_campaign_is_reported_and_loses_nothing(
+    pool, campaign, cli_env, slow_smtp
+):
+    send = await fairclick("send", "c", "--quiet", "--processes", "2", env=cli_env)
+    try:
+        await wait_until(lambda: len(slow_smtp.handler.arrivals) >= 40, 60)
+        (child,) = psutil.Process(send.pid).children()
+        child.kill()
+        _, err = await asyncio.wait_for(send.communicate(), 120)
+    finally:
+        if send.returncode is None:
+            send.kill()
+    assert send.returncode == 1
+    assert f"sender process 2 (pid {child.pid}) was killed by signal 9".encode() in err
+    assert b"Traceback" not in err
+    counts = received(slow_smtp)
+    assert set(counts) == {f"r{i}@example.com" for i in range(RECIPIENTS)}  # nobody skipped
+    assert sum(n - 1 for n in counts.values()) <= CONNECTIONS  # only what was mid-transaction
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE status <> 'sent'") == 0
+
+
+async def test_sigterm_stops_every_sender_process(pool, campaign, cli_env, slow_smtp):
+    send = await fairclick("send", "c", "--quiet", "--processes", "3", env=cli_env)
+    try:
+        await wait_until(lambda: len(slow_smtp.handler.arrivals) >= 20, 60)
+        children = psutil.Process(send.pid).children()
+        assert len(children) == 2
+        send.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(send.communicate(), 60)
+    finally:
+        if send.returncode is None:
+            send.kill()
+    assert send.returncode == 0, err.decode()
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+    assert len(slow_smtp.handler.arrivals) < RECIPIENTS  # stopped, not finished
+    # Whatever was accepted is marked sent, nothing is left leased, and the summary says so.
+    sent = await pool.fetchval("SELECT count(*) FROM outbox WHERE status = 'sent'")
+    assert sent == len(slow_smtp.handler.arrivals)
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE status = 'sending'") == 0
+    assert f"c: sent {sent}, ".encode() in out
+
+
+def test_rate_is_split_between_processes(settings):
+    shared = share_rate(replace(settings, smtp_rate=90.0), 3)
+    assert shared.smtp_rate == 30.0
+    assert share_rate(settings, 3).smtp_rate == 0  # no limit stays no limit
