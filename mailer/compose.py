@@ -6,14 +6,14 @@ import json
 import re
 from dataclasses import dataclass, replace
 from email.headerregistry import Address
-from email.message import EmailMessage
 from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
 
-from mailer.message import build_message, parse_from_address
+from mailer.message import parse_from_address
+from mailer.outgoing import OutgoingMessage, build_outgoing
 from mailer.queries import SQL
 from mailer.rewrite import LinkSpot, rewrite_links
 from mailer.template_links import LinkKey, LinkMatcher, TemplateLinks
@@ -262,7 +262,9 @@ class Composer:
     def preferences_url(self, recipient_id: int) -> str:
         return f"{self.base_url}/p/{self.tokens.preferences.encode(recipient_id)}"
 
-    async def compose(self, conn: Queries, recipient: Recipient, message_id: int) -> EmailMessage:
+    async def compose(
+        self, conn: Queries, recipient: Recipient, message_id: int
+    ) -> OutgoingMessage:
         preferences_url = self.preferences_url(recipient.id)
         rendered = self.templates.render(
             template_context(recipient, self.campaign["name"], preferences_url, self.organisation)
@@ -296,7 +298,7 @@ class Composer:
                 )
         if text is None:
             text = self.templates.text_part.text(Message(rendered.html, rendered.layout))
-        return build_message(
+        return build_outgoing(
             sender=self.sender,
             to_email=recipient.email,
             to_name=recipient.name,

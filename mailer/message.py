@@ -122,9 +122,9 @@ def _from_header(sender: Address) -> tuple[str, object]:
 _last_date: list = [None, None]  # [second, (name, header)]
 
 
-def _date_header() -> tuple[str, object]:
+def _date_header(second: int | None = None) -> tuple[str, object]:
     """Date (RFC 5322 writes it to the second): made once for all messages of a second."""
-    second = int(time.time())
+    second = int(time.time()) if second is None else second
     if _last_date[0] != second:
         when = format_datetime(datetime.fromtimestamp(second, UTC))
         _last_date[:] = [second, _PREPARED.recurring("Date", when)]
@@ -217,8 +217,12 @@ def build_message(
     html: str | None,
     domain: str,
     unsubscribe_url: str | None,
+    message_id: str | None = None,
+    date: int | None = None,
 ) -> EmailMessage:
     """text/plain alone when html is None, else multipart/alternative (text, then HTML).
+
+    message_id and date (a Unix second) are made here unless given.
 
     unsubscribe_url None: a message the person asked for (a mailbox link), not a list's,
     so without List-Unsubscribe.
@@ -246,8 +250,8 @@ def build_message(
     msg.set_raw(*_from_header(sender))
     msg["To"] = to
     msg.set_raw(*_PREPARED.recurring("Subject", subject))
-    msg.set_raw(*_date_header())
-    msg["Message-ID"] = make_msgid(domain=domain)
+    msg.set_raw(*_date_header(date))
+    msg["Message-ID"] = message_id or make_msgid(domain=domain)
     if unsubscribe_url is not None:
         msg["List-Unsubscribe"] = f"<{unsubscribe_url}>"
         msg.set_raw(*_ONE_CLICK)
@@ -290,9 +294,13 @@ class _WireGenerator(BytesGenerator):
             super()._handle_text(msg)
 
 
-def wire_bytes(message: EmailMessage) -> bytes:
+def wire_bytes(message) -> bytes:
     """The message as sent: the same bytes as message.as_bytes(policy=SMTP), made faster
-    (SMTPUTF8 for a message built for a non-ASCII address)."""
+    (SMTPUTF8 for a message built for a non-ASCII address). Every line ends in CRLF.
+
+    An OutgoingMessage (mailer/outgoing.py) is built as these bytes: its data."""
+    if not isinstance(message, EmailMessage):
+        return message.data
     out = BytesIO()
     policy = SMTPUTF8 if message.policy.utf8 else SMTP
     _WireGenerator(out, mangle_from_=False, policy=policy).flatten(message)
