@@ -230,20 +230,27 @@ def payload(text: str, *, ends_message: bool) -> tuple[str, bytes]:
     """(Content-Transfer-Encoding, encoded body with CRLF line ends): mailer/message.py's
     body_transfer, as bytes (its docstring says what is chosen and why)."""
     encoded = text.encode("utf-8")
-    lines = encoded.splitlines()  # at CR, LF and CRLF, as body_transfer
-    open_end = bool(lines) and not encoded.endswith((b"\n", b"\r"))
+    has_cr = b"\r" in encoded
+    open_end = bool(encoded) and not encoded.endswith((b"\n", b"\r"))
     if (
         not (open_end and ends_message)
         and text.isascii()
         and not encoded.translate(None, _SEVEN_BIT_OR_CR)  # a CR is a line break here
-        and max(map(len, lines), default=0) <= MAX_LINE
         and not encoded.startswith(b"From ")
         and not _FROM_LINE.search(encoded)
-        and (b"\r" not in encoded or b"\rFrom " not in encoded)
+        and not (has_cr and b"\rFrom " in encoded)
         and _BOUNDARY_BYTES not in encoded
     ):
-        body = b"\r\n".join(lines)
-        return "7bit", body + b"\r\n" if lines and not open_end else body
+        if not has_cr:
+            if _lines_fit(encoded):
+                # Lines split at LF alone and joined again: the text itself.
+                return "7bit", encoded.replace(b"\n", b"\r\n")
+        else:
+            lines = encoded.splitlines()  # at CR, LF and CRLF, as body_transfer
+            if max(map(len, lines)) <= MAX_LINE:
+                body = b"\r\n".join(lines)
+                return "7bit", body + b"\r\n" if not open_end else body
+    lines = encoded.splitlines()
     body = _QUOTED_PRINTABLE_LINES.encode(lines, open_end)
     if open_end and ends_message:
         body = (
@@ -252,6 +259,19 @@ def payload(text: str, *, ends_message: bool) -> tuple[str, bytes]:
             .encode("ascii")
         )
     return "quoted-printable", body
+
+
+def _lines_fit(encoded: bytes) -> bool:
+    """Whether no line of encoded (LF line ends) is longer than MAX_LINE: found by jumping
+    to the last line break within MAX_LINE + 1 bytes of each line start, a few dozen steps
+    for a newsletter instead of a look at each of its hundreds of lines."""
+    start, end = 0, len(encoded)
+    while end - start > MAX_LINE:
+        last_break = encoded.rfind(b"\n", start, start + MAX_LINE + 1)
+        if last_break < 0:
+            return False  # MAX_LINE + 1 bytes from a line start without a break
+        start = last_break + 1
+    return True
 
 
 def _body(text: str, subtype: str, utf8: bool, *, ends_message: bool) -> bytes:
