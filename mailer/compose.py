@@ -47,13 +47,45 @@ _BEFORE_BODY = re.compile(
 )
 
 
-def insert_at_body_start(html: str, snippet: str) -> str:
-    """html with snippet where the body begins: right after the <body> tag, or without one
-    where the parser opens the body (after doctype, <html> and head; never before the
-    doctype, which would put browsers in quirks mode). Nothing else changes."""
+def body_start(html: str) -> int:
+    """Where the body begins: right after the <body> tag, or without one where the parser
+    opens the body (after doctype, <html> and head; never before the doctype, which would
+    put browsers in quirks mode)."""
     at = _BEFORE_BODY.match(html).end()
     if body := _BODY_START.match(html, at):
         at = body.end()
+    return at
+
+
+class _BodyStarts:
+    """body_start, remembering the last HTML's text up to the end of its <body> tag.
+
+    The two regular expressions read a newsletter's whole head (~45 µs), and a campaign's
+    messages mostly share it. HTML that begins with that text has its body start at the
+    same place: what the expressions read to find it (up to and including the <body> tag)
+    is the same.
+    """
+
+    def __init__(self):
+        self._through_body_tag: str | None = None
+
+    def __call__(self, html: str) -> int:
+        known = self._through_body_tag
+        if known is not None and html.startswith(known):
+            return len(known)
+        at = _BEFORE_BODY.match(html).end()
+        if body := _BODY_START.match(html, at):
+            at = body.end()
+            self._through_body_tag = html[:at]
+        return at
+
+
+_body_starts = _BodyStarts()
+
+
+def insert_at_body_start(html: str, snippet: str) -> str:
+    """html with snippet where the body begins (body_start). Nothing else changes."""
+    at = _body_starts(html)
     return html[:at] + snippet + html[at:]
 
 
