@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import binascii
+import re
 import secrets
 import time
 from datetime import UTC, datetime
@@ -112,6 +113,40 @@ _TEXT_TYPES = {
     subtype: _PREPARED.make("Content-Type", f'text/{subtype}; charset="utf-8"')
     for subtype in ("plain", "html")
 }
+
+
+# A URL that can stand between RFC 2369's angle brackets as it is: printable ASCII but
+# space, '<' and '>'.
+PLAIN_URL = re.compile(r"[!-;=?-~]+")
+MAX_WIRE_LINE = 998  # RFC 5322 2.1.1's MUST, without the CRLF
+
+
+class UnsubscribeHeader(str):
+    """List-Unsubscribe's `<url>`, on the line after the name when it does not fit on the first.
+
+    The email package folds it so while the URL fits on a line of its own, but writes a
+    longer one as RFC 2047 encoded words (=?utf-8?q?=3Chttps=3A//…?=), which no mail client
+    reads as a URL in this structured field (RFC 2047 5), so one-click unsubscribe (RFC
+    8058) would be lost for a long base URL. Set on an EmailMessage, the policy uses this
+    fold instead of its own.
+    """
+
+    name = "List-Unsubscribe"
+    defects = ()
+
+    def fold(self, *, policy) -> str:
+        line = f"{self.name}: {self}"
+        if len(line) <= policy.max_line_length:
+            return line + policy.linesep
+        return f"{self.name}:{policy.linesep} {self}{policy.linesep}"
+
+
+def list_unsubscribe(url: str) -> str:
+    """The List-Unsubscribe value for url (an UnsubscribeHeader where it is a plain URL)."""
+    value = f"<{url}>"
+    if PLAIN_URL.fullmatch(url) and len(value) < MAX_WIRE_LINE:
+        return UnsubscribeHeader(value)
+    return value  # refused by the settings' check of the base URL; the package's fold
 
 
 def _from_header(sender: Address) -> tuple[str, object]:
@@ -253,7 +288,7 @@ def build_message(
     msg.set_raw(*_date_header(date))
     msg["Message-ID"] = message_id or make_msgid(domain=domain)
     if unsubscribe_url is not None:
-        msg["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        msg["List-Unsubscribe"] = list_unsubscribe(unsubscribe_url)
         msg.set_raw(*_ONE_CLICK)
     msg.set_raw(*_MIME_VERSION)
     if html is None:

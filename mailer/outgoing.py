@@ -41,8 +41,10 @@ from mailer.message import (
     MAX_LINE,
     POLICY,
     POLICY_UTF8,
+    UnsubscribeHeader,
     _soft_break_at_end,
     build_message,
+    list_unsubscribe,
     needs_smtputf8,
 )
 from tracker.control_chars import one_line
@@ -58,8 +60,6 @@ _PLAIN_ADDRESS = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za
 # Unstructured text (a subject): printable ASCII, single spaces, and no "=?" (which the
 # email package reads as the start of an RFC 2047 encoded word).
 _PLAIN_TEXT = re.compile(r"(?!.*=\?)[!-~]+(?: [!-~]+)*")
-# A URL between angle brackets (List-Unsubscribe): printable ASCII without space, '<', '>'.
-_PLAIN_URL = re.compile(r"[!-;=?-~]+")
 # A Message-ID: make_msgid's "<digits.digits.digits@domain>".
 _PLAIN_MESSAGE_ID = re.compile(r"<[0-9.]+@[A-Za-z0-9.-]+>")
 
@@ -166,13 +166,12 @@ def message_id_line(message_id: str, utf8: bool) -> bytes:
 
 
 def list_unsubscribe_line(url: str, utf8: bool) -> bytes:
-    """`List-Unsubscribe: <url>`; a URL too long for the first line goes on the next one,
-    as the email package does."""
-    if _PLAIN_URL.fullmatch(url):
-        line = _short(f"List-Unsubscribe: <{url}>") or _short(f"List-Unsubscribe:\r\n <{url}>")
-        if line is not None:
-            return line
-    return fold("List-Unsubscribe", f"<{url}>", utf8)
+    """`List-Unsubscribe: <url>`; a URL too long for the first line goes on the next one
+    (mailer/message.py's UnsubscribeHeader says why, however long)."""
+    value = list_unsubscribe(url)
+    if isinstance(value, UnsubscribeHeader):
+        return value.fold(policy=SMTP).encode("ascii")
+    return fold("List-Unsubscribe", value, utf8)
 
 
 _last_date: list = [None, None]  # [second, {utf8: line}]
