@@ -13,7 +13,9 @@ campaign. Here the bytes are put together directly:
   values; anything else (a non-ASCII or quoted name, an SMTPUTF8 address, a long or encoded
   subject) is parsed and folded by the email package as before, so RFC 2047 encodings and
   header checks are its own;
-- the bodies are mailer/message.py's body_transfer, CRLF line ends made with bytes.replace.
+- the bodies are encoded as mailer/message.py's body_transfer encodes them (7bit or
+  quoted-printable), with CRLF line ends made by bytes.replace, and quoted-printable line
+  by line, each line kept once encoded (most lines are the same in every message).
 
 The bytes are the email package's own: tests/test_outgoing.py compares them with
 build_message's over many awkward values.
@@ -158,10 +160,11 @@ def subject_line(subject: str, utf8: bool) -> bytes:
 
 def message_id_line(message_id: str, utf8: bool) -> bytes:
     if _PLAIN_MESSAGE_ID.fullmatch(message_id):
-        # The email package puts a msg-id too long for the first line on the next one.
-        line = _short(f"Message-ID: {message_id}") or _short(f"Message-ID:\r\n {message_id}")
-        if line is not None:
+        if line := _short(f"Message-ID: {message_id}"):
             return line
+        # The email package puts a msg-id too long for the first line on the next one.
+        if len(message_id) + 1 <= MAX_HEADER_LINE:
+            return f"Message-ID:\r\n {message_id}\r\n".encode("ascii")
     return fold("Message-ID", message_id, utf8)
 
 

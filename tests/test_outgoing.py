@@ -135,7 +135,11 @@ BODIES = [
 ]
 HTMLS = [None, *BODIES]
 # Message-IDs that fit on the first line, on the next, on neither.
-DOMAINS = ["fc.example", "click.example.com", *("d" * n + ".example" for n in (16, 22, 30, 60))]
+DOMAINS = [
+    "fc.example",
+    "click.example.com",
+    *("d" * n + ".example" for n in (16, 22, 26, 28, 30, 60)),
+]
 UNSUBSCRIBE = [
     "https://fc.example/p/tok",
     None,
