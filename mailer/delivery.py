@@ -29,7 +29,9 @@ from mailer.campaigns import compile_templates
 from mailer.compose import Composer, LinkRegistry, Recipient
 from mailer.mailbox_mail import MailboxMail
 from mailer.message import needs_smtputf8, wire_bytes
+from mailer.outgoing import OutgoingMessage
 from mailer.queries import SQL
+from mailer.smtp_data import send_data, smtp_data
 from tracker.database import UNREACHABLE
 from tracker.errors import FairclickError
 from tracker.organisation import Organisation
@@ -352,7 +354,7 @@ async def transmit(connection: SmtpConnection, sender: str, recipient: str, data
             await client.rset()
         raise
     try:
-        response = await client.data(data)
+        response = await send_data(client, data)  # data is _wire_bytes': already dot-stuffed
     except aiosmtplib.SMTPResponseException:
         raise  # a definite answer from the server
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
@@ -666,11 +668,12 @@ class Delivery:
         connection.unmarked = (message_id, mark)
         return None  # "sent", counted once the mark is written (_settle)
 
-    def _wire_bytes(self, message: EmailMessage) -> bytes:
+    def _wire_bytes(self, message: EmailMessage | OutgoingMessage) -> bytes:
+        """What follows DATA: the message (signed), line ends CRLF, dot-stuffed and ended."""
         data = wire_bytes(message)
         if self.settings.dkim is not None:
             data = dkim.sign(data, self.settings.dkim)
-        return data
+        return smtp_data(data, crlf=isinstance(message, OutgoingMessage))
 
     async def _refused(self, row, domain: str, code: int, reply: str) -> str:
         enhanced = enhanced_code(reply) or ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import binascii
+import re
 import secrets
 import time
 from datetime import UTC, datetime
@@ -114,6 +115,40 @@ _TEXT_TYPES = {
 }
 
 
+# A URL that can stand between RFC 2369's angle brackets as it is: printable ASCII but
+# space, '<' and '>'.
+PLAIN_URL = re.compile(r"[!-;=?-~]+")
+MAX_WIRE_LINE = 998  # RFC 5322 2.1.1's MUST, without the CRLF
+
+
+class UnsubscribeHeader(str):
+    """List-Unsubscribe's `<url>`, on the line after the name when it does not fit on the first.
+
+    The email package folds it so while the URL fits on a line of its own, but writes a
+    longer one as RFC 2047 encoded words (=?utf-8?q?=3Chttps=3A//…?=), which no mail client
+    reads as a URL in this structured field (RFC 2047 5), so one-click unsubscribe (RFC
+    8058) would be lost for a long base URL. Set on an EmailMessage, the policy uses this
+    fold instead of its own.
+    """
+
+    name = "List-Unsubscribe"
+    defects = ()
+
+    def fold(self, *, policy) -> str:
+        line = f"{self.name}: {self}"
+        if len(line) <= policy.max_line_length:
+            return line + policy.linesep
+        return f"{self.name}:{policy.linesep} {self}{policy.linesep}"
+
+
+def list_unsubscribe(url: str) -> str:
+    """The List-Unsubscribe value for url (an UnsubscribeHeader where it is a plain URL)."""
+    value = f"<{url}>"
+    if PLAIN_URL.fullmatch(url) and len(value) < MAX_WIRE_LINE:
+        return UnsubscribeHeader(value)
+    return value  # refused by the settings' check of the base URL; the package's fold
+
+
 def _from_header(sender: Address) -> tuple[str, object]:
     """The From header of a campaign's sender (a campaign has one)."""
     return _PREPARED.recurring("From", sender, key=(sender.display_name, sender.addr_spec))
@@ -122,9 +157,9 @@ def _from_header(sender: Address) -> tuple[str, object]:
 _last_date: list = [None, None]  # [second, (name, header)]
 
 
-def _date_header() -> tuple[str, object]:
+def _date_header(second: int | None = None) -> tuple[str, object]:
     """Date (RFC 5322 writes it to the second): made once for all messages of a second."""
-    second = int(time.time())
+    second = int(time.time()) if second is None else second
     if _last_date[0] != second:
         when = format_datetime(datetime.fromtimestamp(second, UTC))
         _last_date[:] = [second, _PREPARED.recurring("Date", when)]
@@ -217,8 +252,12 @@ def build_message(
     html: str | None,
     domain: str,
     unsubscribe_url: str | None,
+    message_id: str | None = None,
+    date: int | None = None,
 ) -> EmailMessage:
     """text/plain alone when html is None, else multipart/alternative (text, then HTML).
+
+    message_id and date (a Unix second) are made here unless given.
 
     unsubscribe_url None: a message the person asked for (a mailbox link), not a list's,
     so without List-Unsubscribe.
@@ -246,10 +285,10 @@ def build_message(
     msg.set_raw(*_from_header(sender))
     msg["To"] = to
     msg.set_raw(*_PREPARED.recurring("Subject", subject))
-    msg.set_raw(*_date_header())
-    msg["Message-ID"] = make_msgid(domain=domain)
+    msg.set_raw(*_date_header(date))
+    msg["Message-ID"] = message_id or make_msgid(domain=domain)
     if unsubscribe_url is not None:
-        msg["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        msg["List-Unsubscribe"] = list_unsubscribe(unsubscribe_url)
         msg.set_raw(*_ONE_CLICK)
     msg.set_raw(*_MIME_VERSION)
     if html is None:
@@ -290,9 +329,13 @@ class _WireGenerator(BytesGenerator):
             super()._handle_text(msg)
 
 
-def wire_bytes(message: EmailMessage) -> bytes:
+def wire_bytes(message) -> bytes:
     """The message as sent: the same bytes as message.as_bytes(policy=SMTP), made faster
-    (SMTPUTF8 for a message built for a non-ASCII address)."""
+    (SMTPUTF8 for a message built for a non-ASCII address). Every line ends in CRLF.
+
+    An OutgoingMessage (mailer/outgoing.py) is built as these bytes: its data."""
+    if not isinstance(message, EmailMessage):
+        return message.data
     out = BytesIO()
     policy = SMTPUTF8 if message.policy.utf8 else SMTP
     _WireGenerator(out, mangle_from_=False, policy=policy).flatten(message)

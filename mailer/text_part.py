@@ -239,6 +239,8 @@ class TextPart:
         self._converted: dict[tuple, _Converted | None] = {}
         self._link_spots: dict[tuple, list[LinkSpot]] = {}
         self._wrapped: dict[str, str] = {}
+        self._splits: dict[str, tuple[list[str], list[tuple[bool, int]]]] = {}
+        self._offset_plans: dict[str, tuple[list[int], list[tuple[int, int]]]] = {}
 
     def render(self, context: dict) -> tuple[str, Layout] | None:
         """(HTML, layout) through the twin, or None: render the template itself (which also
@@ -347,24 +349,55 @@ class TextPart:
 
     def _real_offset(self, layout: Layout) -> Callable[[int], int]:
         """Maps an offset in the layout's placeholder HTML to the message's HTML."""
-        ends, shifts, offset, shift = [], [], 0, 0
-        for part in self.twin.layout_parts(layout):
-            if isinstance(part, int):
-                word = len(self._value_word(part))
-                offset += word
-                shift += len(layout.values[part]) - word
-                ends.append(offset)
-                shifts.append(shift)
-            else:
-                offset += len(part)
+        plan = self._offset_plans.get(layout.key)
+        if plan is None:
+            # Where each placeholder ends in the layout's HTML, and which value it holds.
+            ends, words, offset = [], [], 0
+            for part in self.twin.layout_parts(layout):
+                if isinstance(part, int):
+                    word = len(self._value_word(part))
+                    offset += word
+                    ends.append(offset)
+                    words.append((part, word))
+                else:
+                    offset += len(part)
+            plan = (ends, words)
+            if len(self._offset_plans) < MAX_LAYOUTS:
+                self._offset_plans[layout.key] = plan
+        ends, words = plan
+        shifts, shift, values = [], 0, layout.values
+        for part, word in words:
+            shift += len(values[part]) - word
+            shifts.append(shift)
         # Placeholders ending at or before the offset have moved it.
         return lambda at: at + (shifts[i - 1] if (i := bisect.bisect_right(ends, at)) else 0)
 
     def _filler(self, values: list[str], urls: list[str]) -> Callable[[str], str]:
-        def value(match: re.Match[str]) -> str:
-            return (values if match[1] == "v" else urls)[int(match[2])]
+        """text with each placeholder word replaced by its value or URL.
 
-        return lambda text: self._words.sub(value, text)
+        The texts filled are the layout's (its lines, hrefs, labels), the same in every
+        message of the layout: each is split at its placeholders once and kept.
+        """
+        splits = self._splits
+
+        def fill(text: str) -> str:
+            split = splits.get(text)
+            if split is None:
+                if len(splits) >= MAX_WRAPPED:
+                    splits.clear()
+                pieces = self._words.split(text)  # literal, kind, number, literal …
+                kinds, numbers = pieces[1::3], pieces[2::3]
+                slots = [(k == "v", int(n)) for k, n in zip(kinds, numbers, strict=True)]
+                split = splits[text] = (pieces[0::3], slots)
+            literals, slots = split
+            if not slots:
+                return text
+            out = [literals[0]]
+            for (is_value, number), literal in zip(slots, literals[1:], strict=True):
+                out += ((values if is_value else urls)[number], literal)
+            return "".join(out)
+
+        return fill
 
     def _wrap(self, text: str) -> str:
         """wrap(text), remembering wrapped lines (most are the same in every message)."""

@@ -8,12 +8,13 @@ added, nothing moved before the doctype (which would put browsers in quirks mode
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
-from helpers import honeypot_links, pixels, tracked_links
+from helpers import ROOT, honeypot_links, pixels, tracked_links
 
-from mailer.compose import insert_at_body_start
+from mailer.compose import body_start, insert_at_body_start
 
 PEOPLE = (
     "email,format,tracking_consent\n"
@@ -100,3 +101,30 @@ async def test_text_parts_are_exact_too(add_recipients, make_campaign, deliver, 
 )  # fmt: skip
 def test_where_the_body_begins(html: str, expected: str) -> None:
     assert insert_at_body_start(html, "@") == expected
+
+
+def test_a_remembered_head_puts_the_markers_where_the_regexes_do() -> None:
+    """insert_at_body_start remembers the last head read; in any order of messages that
+    share it, or share part of it, the markers land where body_start finds the body."""
+    sample = (ROOT / "bench" / "mailer_sample.html").read_text(encoding="utf-8")
+    variants = [
+        sample,
+        sample.replace("<body", "<body data-x='1'", 1),
+        sample.replace("<title>", "<title>Ada ", 1),
+        sample.replace("<body", "<!-- moved --><body", 1),
+        sample.replace("<body", "text first<body", 1),
+        "<html><head></head><body>x",
+        "<html><head></head><body>y and more",
+        "<html><head></head><body",
+        "<html><head></head><bodyx>x",
+        "<html><head></head>",
+        "<html><head></head><body id='a>b'>x",
+        "<html><head></head><body id='a>",
+        "",
+    ]
+    assert body_start(sample) > 0
+    for first, second in itertools.product(variants, repeat=2):
+        for html in (first, second):
+            assert insert_at_body_start(html, "@") == (
+                html[: body_start(html)] + "@" + html[body_start(html) :]
+            ), (first[:80], html[:80])
