@@ -167,7 +167,8 @@ def bare(bench: Bench, sink: Sink, message: str, count: int, connections: int) -
 
 
 PROFILE_GROUPS = [  # where `send`'s CPU goes: harness.profile_summary
-    ("SMTP (aiosmtplib: DATA path, replies)", ("aiosmtplib/",)),
+    ("SMTP (aiosmtplib, mailer/smtp_data.py)", ("aiosmtplib/", "mailer/smtp_data.py")),
+    ("wire bytes (mailer/outgoing.py)", ("mailer/outgoing.py",)),
     ("MIME (email package, mailer/message.py)", ("(email/", "/email/", "mailer/message.py")),
     ("text part", ("mailer/text_part.py", "mailer/plain_text.py")),
     ("templates (Jinja)", ("jinja2/", "<template>", "mailer/templates.py")),
