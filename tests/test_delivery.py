@@ -313,6 +313,44 @@ async def test_the_next_message_waits_for_the_last_ones_mark(
     assert sorted(handler.rcpt_attempts) == ["p0@example.com", "p1@example.com", "p2@example.com"]
 
 
+async def test_the_next_message_is_composed_while_this_one_goes_out(
+    pool, server, add_recipients, make_campaign, monkeypatch
+):
+    """A connection prepares its next message while it transmits one and waits for that one's
+    mark: the sending core composes during the round trips instead of idling."""
+    handler, settings = server(RecordingServer, smtp_connections=1)
+    await add_recipients(people(3))
+    await make_campaign(HTML)
+    door = asyncio.Event()
+    execute, prepare = SentMarks._execute, Delivery._prepare
+    prepared: list[int] = []
+
+    async def held_execute(self, columns):
+        await door.wait()
+        await execute(self, columns)
+
+    async def recorded_prepare(self, row, person):
+        result = await prepare(self, row, person)
+        prepared.append(row["id"])
+        return result
+
+    monkeypatch.setattr(SentMarks, "_execute", held_execute)
+    monkeypatch.setattr(Delivery, "_prepare", recorded_prepare)
+    sending = asyncio.create_task(send_campaign(pool, settings, "c"))
+    try:
+        # The first message is out and its mark held: the second waits for it, composed,
+        # and the third is composed meanwhile too.
+        async with asyncio.timeout(10):
+            while len(prepared) < 3:
+                await asyncio.sleep(0.01)
+        assert len(handler.rcpt_attempts) == 1
+    finally:
+        door.set()  # a failure above must not leave the send holding the pool
+        progress = await asyncio.wait_for(sending, 30)
+    assert progress.counts["sent"] == 3 and len(prepared) == 3
+    assert sorted(handler.rcpt_attempts) == ["p0@example.com", "p1@example.com", "p2@example.com"]
+
+
 async def test_a_message_that_cannot_be_built_is_logged_without_the_address(
     pool, server, add_recipients, make_campaign, caplog
 ):

@@ -149,3 +149,38 @@ async def test_a_mark_cut_off_mid_statement_is_written_on_a_new_connection(
         await marking
     assert await pool.fetchval("SELECT status FROM outbox WHERE id = $1", ids[1]) == "sent"
     await marks.close()
+
+
+async def wait_done(futures, seconds: float = 5.0) -> None:
+    async with asyncio.timeout(seconds):
+        while not all(f.done() for f in futures):
+            await asyncio.sleep(0.001)
+
+
+async def test_the_last_senders_mark_goes_at_once_while_senders_compose(
+    pool, add_recipients, make_campaign, settings
+):
+    """The statement goes with the last mark a statement can hold, before anyone waits for
+    it: its round trip overlaps the composing of the next messages (waiting for every
+    sender's settle left the sending core idle for it)."""
+    ids = await queued_ids(pool, add_recipients, make_campaign, settings, 4)
+    counting = CountingPool(pool)
+    marks = SentMarks(counting)
+    marks.senders = 3
+    first = [marks.add(i, "html", f"<m{i}@x>", "250 ok") for i in ids[:2]]
+    await asyncio.sleep(0.05)  # far beyond a statement: none goes for two of three senders
+    assert counting.statements == 0 and not any(f.done() for f in first)
+    last = marks.add(ids[2], "html", f"<m{ids[2]}@x>", "250 ok")
+    await wait_done([*first, last])  # nobody settled
+    assert counting.statements == 1
+    statuses = await pool.fetch("SELECT status FROM outbox WHERE id = ANY($1)", ids[:3])
+    assert {r["status"] for r in statuses} == {"sent"}
+    # A sender waiting for work has no mark to wait for: two marks suffice with one parked.
+    marks.park(1)
+    await pool.execute("UPDATE outbox SET status = 'sending' WHERE id = ANY($1)", ids[:2])
+    again = [marks.add(i, "text", "<again@x>", "250 ok") for i in ids[:2]]
+    await wait_done(again)
+    assert counting.statements == 2
+    for done in [*first, last, *again]:
+        await marks.settle(done)
+    await marks.close()
