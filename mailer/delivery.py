@@ -685,7 +685,8 @@ class Delivery:
         """Transmit a prepared message once the connection's last one is marked sent."""
         message_id = row["id"]
         recipient, domain, message, data = prepared
-        if await self._paused(message_id, domain):  # since it was prepared (ahead)
+        # Asked again: another connection may have been told to slow down since it was prepared.
+        if await self._paused(message_id, domain):
             return "deferred"
         if connection.unmarked is not None:
             # Composed while the last message's mark was written: now it must be, so that a

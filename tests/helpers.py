@@ -1,10 +1,13 @@
 """Reading what the mailer produced, and running quickstart, as the tests need it."""
 
 import asyncio
+import base64
 import contextlib
 import re
 import signal
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from tracker.tokens import Tokens
@@ -101,3 +104,23 @@ async def running_quickstart(env: dict, port: int):
         except TimeoutError:
             process.kill()
             raise
+
+
+def dkim_key(
+    folder: Path, selector: str = "s1", domain: str = "example.com"
+) -> tuple[bytes, Callable[..., bytes]]:
+    """A new 2048-bit DKIM key (PEM) made by openssl, and a DNS lookup (dkimpy's dnsfunc)
+    that publishes it under selector and domain, and knows no other name."""
+    key = folder / "dkim.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+    public = subprocess.run(
+        ["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"],
+        check=True, capture_output=True,
+    ).stdout  # fmt: skip
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+    def lookup(name: bytes, timeout: float = 5) -> bytes:
+        assert name == f"{selector}._domainkey.{domain}.".encode()
+        return record
+
+    return key.read_bytes(), lookup

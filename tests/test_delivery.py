@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import email
 import email.policy
-import subprocess
 import time
 from dataclasses import replace
 
 import dkim
 import pytest
 from conftest import Mailbox
+from helpers import dkim_key
 from smtp_servers import DropsAfterData, RecordingServer, RefusingServer
 
 from mailer.campaigns import set_status
@@ -187,23 +186,13 @@ async def test_paused_and_cancelled_campaigns_are_not_delivered(
 
 
 async def test_dkim_signature_verifies(pool, server, tmp_path, add_recipients, make_campaign):
-    key = tmp_path / "dkim.pem"
-    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
-    public = subprocess.run(
-        ["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"],
-        check=True, capture_output=True,
-    ).stdout  # fmt: skip
-    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
-    dkim_settings = DkimSettings("example.com", "s1", key.read_bytes())
+    key, dns = dkim_key(tmp_path)
+    dkim_settings = DkimSettings("example.com", "s1", key)
     handler, settings = server(RecordingServer, dkim=dkim_settings)
     # The second address has UTF-8 headers (SMTPUTF8): its signature must verify too.
     await add_recipients('email,name\nzoe@example.com,"Zoë Ünïcode"\nzoë@example.com,Zoë\n')
     await make_campaign(HTML, subject="Grüße {{ recipient.name }}")
     await send_campaign(pool, settings, "c")
-
-    def dns(name, timeout=5):
-        assert name == b"s1._domainkey.example.com."
-        return record
 
     messages = sorted(handler.folder.glob("*.eml"))
     assert len(messages) == 2

@@ -8,9 +8,7 @@ these tests pin it against SMTP.data, so an aiosmtplib upgrade that changes eith
 from __future__ import annotations
 
 import asyncio
-import base64
 import random
-import subprocess
 
 import aiosmtplib
 import dkim
@@ -18,6 +16,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 from conftest import free_port
+from helpers import dkim_key
 
 from mailer.dkim import sign
 from mailer.smtp_data import send_data, smtp_data
@@ -188,13 +187,8 @@ async def test_a_refused_data_command_comes_back_the_same(reply, expected):
 
 
 async def test_a_dkim_signature_made_before_stuffing_verifies_at_the_server(smtpd, tmp_path):
-    key = tmp_path / "dkim.pem"
-    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
-    public = subprocess.run(
-        ["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"],
-        check=True, capture_output=True,
-    ).stdout  # fmt: skip
-    settings = DkimSettings("example.com", "s1", key.read_bytes())
+    key, dns = dkim_key(tmp_path)
+    settings = DkimSettings("example.com", "s1", key)
     message = (
         b"From: news@example.com\r\nTo: to@example.net\r\nSubject: dots\r\n\r\n"
         b".a line starting with a dot\r\n..and two\r\n.\r\nend\r\n"
@@ -205,8 +199,4 @@ async def test_a_dkim_signature_made_before_stuffing_verifies_at_the_server(smtp
     assert outcome[0] == "reply"
     received = handler.received[-1]
     assert received == signed
-
-    def dns(name, timeout=5):
-        return b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
-
     assert dkim.verify(received, dnsfunc=dns)
